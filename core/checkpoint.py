@@ -1,0 +1,492 @@
+"""Open checkpoints safely and lazily: PyTorch pickles (weights only), safetensors, Hugging Face
+folders (single or sharded) and .npz. Every tensor is listed; tensors are read one at a time.
+
+Pickles are code, so they are only ever loaded with ``torch.load(weights_only=True)``; a file that
+asks for anything else is refused with the global it wanted, before anything runs.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import pickletools
+import re
+import struct
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, UnsafeCheckpointError
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+# Keys under which training checkpoints wrap the model's weights, in order of preference.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
+                "weights", "params", "ema")
+# Top-level entries of a training checkpoint that are not model weights.
+NON_MODEL_KEYS = re.compile(r"optim|scheduler|scaler|lr_|grad_scaler", re.I)
+FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
+MIN_SIDE = 2  # a matrix view with a side shorter than this has no spectrum to speak of
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                       "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+                       "U16": "uint16", "U32": "uint32", "U64": "uint64"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One stored tensor, or one per-position slice of a conv kernel (``position`` set)."""
+
+    name: str  # the tensor's name in the checkpoint, plus "[i,j]" for a conv position slice
+    tensor: str  # the stored tensor's name
+    shape: tuple[int, ...]  # as stored
+    dtype: str
+    kind: str  # linear | conv | embedding | other
+    matrix: tuple[int, int] | None  # the analysed view's shape; None when not analysed
+    reason: str | None = None  # why it is not analysed
+    position: tuple[int, int] | None = None  # (i, j) for a per-position conv slice
+
+    @property
+    def analysable(self) -> bool:
+        return self.reason is None
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+def natural_key(name: str):
+    """'layers.10' sorts after 'layers.2'."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _kind(name: str, shape: tuple[int, ...]) -> str:
+    if len(shape) in (3, 4, 5):
+        return "conv"
+    if len(shape) == 2:
+        return "embedding" if re.search(r"embed|wte|wpe|tok_emb|lookup", name, re.I) else "linear"
+    return "other"
+
+
+def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "reshape",
+             tied_to: str | None = None) -> list[Layer]:
+    """The layer entries of one stored tensor, each with its matrix view or the reason it has none."""
+    kind = _kind(name, shape)
+
+    def entry(matrix, reason=None, label=name, position=None):
+        if reason is None and matrix is not None and min(matrix) < MIN_SIDE:
+            reason, matrix = f"too small: matrix view {matrix[0]}×{matrix[1]} has a side < {MIN_SIDE}", None
+        return Layer(label, name, shape, dtype, kind, matrix if reason is None else None, reason, position)
+
+    if tied_to is not None:
+        return [entry(None, f"tied: the same tensor as {tied_to}")]
+    if dtype not in FLOAT_DTYPES:
+        return [entry(None, f"{dtype} tensor: not a floating-point weight")]
+    if len(shape) < 2:
+        return [entry(None, "1-D tensor (bias, norm or scale): no spectrum" if shape else "scalar")]
+    if len(shape) > 2 and conv_view == "positions" and len(shape) == 4:
+        out, inp, kh, kw = shape
+        return [entry((out, inp), label=f"{name}[{i},{j}]", position=(i, j)) for i in range(kh) for j in range(kw)]
+    return [entry((shape[0], int(np.prod(shape[1:]))))]
+
+
+def matrix_view(t: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """The analysed matrix of ``layer`` from its stored tensor (conv: reshape or position slice)."""
+    if layer.position is not None:
+        i, j = layer.position
+        return t[:, :, i, j]
+    return t.reshape(t.shape[0], -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Tensor sources: one per file format. Each lists (name, shape, dtype) without reading data and
+# reads one tensor on demand.
+
+
+class _Source:
+    path: Path
+    metadata: dict[str, str] = {}
+    # Pickles keep insertion order and an index keeps its own; safetensors and .npz do not
+    # record module order, so those are listed in natural name order instead.
+    ordered = False
+
+    def entries(self) -> list[tuple[str, tuple[int, ...], str]]:
+        raise NotImplementedError
+
+    def read(self, name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tied(self) -> dict[str, str]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _open_bytes(path: Path):
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise CheckpointError(path, "permission denied", "check the file's permissions or run as its owner") from None
+    except IsADirectoryError:
+        raise CheckpointError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _torch_dtype_name(dt: torch.dtype) -> str:
+    return str(dt).removeprefix("torch.")
+
+
+class SafetensorsSource(_Source):
+    def __init__(self, path: Path):
+        self.path = path
+        with _open_bytes(path) as f:
+            size = path.stat().st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(path, "empty file" if size == 0 else "truncated: shorter than a safetensors header",
+                                      "the download or copy may be incomplete")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                raise CheckpointError(path, f"truncated or corrupt safetensors header: it claims {n} bytes, "
+                                      f"the file has {size - 8} after the length", "re-download or re-save the file")
+            raw = f.read(n)
+        try:
+            header = json.loads(raw)
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+            self.metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+            self._info: dict[str, tuple[tuple[int, ...], str]] = {}
+            data_len = size - 8 - n
+            for name, d in header.items():
+                shape = tuple(int(s) for s in d["shape"])
+                begin, end = (int(o) for o in d["data_offsets"])
+                dtype = _SAFETENSORS_DTYPES[d["dtype"]]
+                if any(s < 0 for s in shape) or not 0 <= begin <= end:
+                    raise ValueError(f"tensor {name!r} has an invalid shape or offsets")
+                if end > data_len:
+                    raise CheckpointError(path, f"truncated: tensor {name!r} ends at byte {end} of the data, "
+                                          f"which has only {data_len}", "re-download or re-save the file")
+                self._info[name] = (shape, dtype)
+        except CheckpointError:
+            raise
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(path, f"corrupt safetensors header ({type(exc).__name__}: {exc})",
+                                  "re-download or re-save the file") from None
+        self._handle = None
+
+    def entries(self):
+        return [(k, *v) for k, v in self._info.items()]
+
+    def read(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        try:
+            if self._handle is None:
+                self._handle = safe_open(str(self.path), framework="pt", device="cpu")
+            return self._handle.get_tensor(name)
+        except Exception as exc:  # safetensors raises its own SafetensorError types
+            raise CheckpointError(self.path, f"cannot read tensor {name!r} ({exc})") from None
+
+    def close(self):
+        self._handle = None
+
+
+def _find_globals(path: Path) -> list[str]:
+    """Names of the globals a pickle asks for, found by reading its opcodes (nothing is run)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next(n for n in z.namelist() if n.endswith("data.pkl"))
+                data = z.read(member)
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a broken pickle: report what was found so far
+        pass
+    safe = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.")
+    return [g for g in dict.fromkeys(found) if not g.startswith(safe)]
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _flatten(v, f"{prefix}.{i}" if prefix else str(i), out)
+
+
+def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """The model's tensors from whatever was pickled: a state dict, or a training checkpoint that
+    wraps one (beside optimizer state and counters), flattened to dotted names."""
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                found: dict[str, torch.Tensor] = {}
+                _flatten(inner, "", found)
+                if found:
+                    return found
+        obj = {k: v for k, v in obj.items() if not NON_MODEL_KEYS.search(str(k))}
+    out: dict[str, torch.Tensor] = {}
+    _flatten(obj, "", out)
+    return out
+
+
+class TorchSource(_Source):
+    ordered = True
+
+    def __init__(self, path: Path):
+        self.path = path
+        with _open_bytes(path) as f:
+            if not f.read(1):
+                raise CheckpointError(path, "empty file", "the download or copy may be incomplete")
+        obj = self._load()
+        self._tensors = extract_state_dict(obj)
+        if not self._tensors:
+            raise CheckpointError(path, "contains no tensors: not a model checkpoint",
+                                  "save the model with torch.save(model.state_dict(), path)")
+        self.metadata = {}
+
+    def _load(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                try:
+                    return torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as exc:
+                    if "mmap can only be used" not in str(exc):
+                        raise
+                    return torch.load(self.path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                named = re.findall(r"GLOBAL ([\w.]+)", str(exc)) or _find_globals(self.path)
+                if named:
+                    raise UnsafeCheckpointError(
+                        self.path, f"refused: the pickle asks to run code ({', '.join(named[:3])}); nothing was run",
+                        "only weights are loaded from pickles; if you trust the file, re-save its "
+                        "state_dict, or convert it to safetensors") from None
+                raise CheckpointError(self.path, f"not a loadable weights-only PyTorch checkpoint ({_first_line(exc)})",
+                                      "re-save it with torch.save(model.state_dict(), path)") from None
+            except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError,
+                    IndexError, TypeError, AttributeError, UnicodeDecodeError, struct.error) as exc:
+                raise CheckpointError(self.path, f"not a readable PyTorch checkpoint — truncated or corrupt? "
+                                      f"({_first_line(exc)})", "re-download or re-save the file") from None
+
+    def entries(self):
+        return [(k, tuple(t.shape), _torch_dtype_name(t.dtype)) for k, t in self._tensors.items()]
+
+    def tied(self):
+        seen: dict[tuple, str] = {}
+        out = {}
+        for k, t in self._tensors.items():
+            if t.numel() == 0:
+                continue
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+            if key in seen:
+                out[k] = seen[key]
+            else:
+                seen[key] = k
+        return out
+
+    def read(self, name):
+        return self._tensors[name]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+class NpzSource(_Source):
+    def __init__(self, path: Path):
+        self.path = path
+        with _open_bytes(path) as f:
+            if not f.read(1):
+                raise CheckpointError(path, "empty file", "the download or copy may be incomplete")
+        try:
+            self._z = np.load(path, allow_pickle=False)
+            self._info = {}
+            for name in self._z.files:
+                # Read only each member's .npy header for its shape and dtype.
+                with self._z.zip.open(name + ".npy") as member:
+                    fmt = np.lib.format
+                    read_header = fmt.read_array_header_1_0 if fmt.read_magic(member) == (1, 0) \
+                        else fmt.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                self._info[name] = (tuple(shape), np.dtype(dtype).name)
+        except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+            raise CheckpointError(path, f"not a readable .npz archive — truncated or corrupt? ({_first_line(exc)})",
+                                  "re-save it with numpy.savez") from None
+        if not self._info:
+            raise CheckpointError(path, "contains no arrays")
+        self.metadata = {}
+
+    def entries(self):
+        return [(k, *v) for k, v in self._info.items()]
+
+    def read(self, name):
+        try:
+            return torch.from_numpy(np.ascontiguousarray(self._z[name]))
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(self.path, f"cannot read array {name!r} ({_first_line(exc)})") from None
+
+    def close(self):
+        self._z.close()
+
+
+class ShardedSource(_Source):
+    """Several files behind one index (Hugging Face ``*.index.json``), or one file in a folder."""
+
+    def __init__(self, path: Path, files: list[Path], order: list[str] | None = None):
+        self.path = path
+        self._parts = [open_source(f) for f in files]
+        self._owner: dict[str, _Source] = {}
+        self._info: dict[str, tuple] = {}
+        for part in self._parts:
+            for name, shape, dtype in part.entries():
+                self._owner[name] = part
+                self._info[name] = (shape, dtype)
+        if order:
+            missing = [n for n in order if n not in self._info]
+            if missing:
+                raise CheckpointError(path, f"the index names {len(missing)} tensors that no shard holds "
+                                      f"(first: {missing[0]!r})", "re-download the missing shards")
+            order += [n for n in self._info if n not in set(order)]
+            self._info = {n: self._info[n] for n in order}
+        self.metadata = dict(self._parts[0].metadata) if self._parts else {}
+        self.ordered = bool(order) or all(p.ordered for p in self._parts)
+
+    def entries(self):
+        return [(k, *v) for k, v in self._info.items()]
+
+    def read(self, name):
+        return self._owner[name].read(name)
+
+    def tied(self):
+        out = {}
+        for part in self._parts:
+            out.update(part.tied())
+        return out
+
+    def close(self):
+        for part in self._parts:
+            part.close()
+
+
+def _folder_source(path: Path) -> _Source:
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+                if not isinstance(weight_map, dict):
+                    raise TypeError("weight_map is not an object")
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                raise CheckpointError(index, f"unreadable index file ({_first_line(exc)})") from None
+            shards = list(dict.fromkeys(weight_map.values()))
+            missing = [s for s in shards if not (path / s).is_file()]
+            if missing:
+                raise CheckpointError(path, f"shard {missing[0]} named by {index_name} is missing",
+                                      "download every shard listed in the index")
+            return ShardedSource(path, [path / s for s in shards], list(weight_map))
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (path / single).is_file():
+            return ShardedSource(path, [path / single])
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if len(candidates) == 1:
+        return ShardedSource(path, candidates)
+    if not candidates:
+        raise CheckpointError(path, "no weights in this folder (looked for model.safetensors, "
+                              "model-*.safetensors with an index, pytorch_model.bin, *.pt, *.pth, *.npz)",
+                              "give the path of a checkpoint file or a model folder")
+    raise CheckpointError(path, f"{len(candidates)} weight files and no index: which one? "
+                          f"({', '.join(c.name for c in candidates[:4])})", "give the path of one file")
+
+
+def open_source(path: Path) -> _Source:
+    if path.is_dir():
+        return _folder_source(path)
+    if not path.exists():
+        raise CheckpointError(path, "no such file or folder", "check the path")
+    with _open_bytes(path) as f:
+        head = f.read(9)
+    if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"):
+        return SafetensorsSource(path)
+    if path.suffix == ".npz":
+        return NpzSource(path)
+    return TorchSource(path)
+
+
+class Checkpoint:
+    """An opened checkpoint: its layer list (no tensor data read) and lazy access to tensors."""
+
+    def __init__(self, path: str | Path, conv_view: str = "reshape"):
+        if conv_view not in ("reshape", "positions"):
+            raise ValueError(f"conv_view must be 'reshape' or 'positions', got {conv_view!r}")
+        self.path = Path(path)
+        self.conv_view = conv_view
+        self._source = open_source(self.path)
+        self.metadata = self._source.metadata
+        tied = self._source.tied()
+        entries = self._source.entries()
+        if not self._source.ordered:
+            entries = sorted(entries, key=lambda e: natural_key(e[0]))
+        self.tensors = {name: (shape, dtype) for name, shape, dtype in entries}
+        self.layers: list[Layer] = [l for name, shape, dtype in entries
+                                    for l in describe(name, shape, dtype, conv_view, tied.get(name))]
+        self._by_name = {l.name: l for l in self.layers}
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def layer(self, name: str) -> Layer:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no layer named {name!r} in {self.path}") from None
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return self._source.read(name)
+
+    def matrix(self, layer: Layer | str) -> torch.Tensor:
+        layer = self.layer(layer) if isinstance(layer, str) else layer
+        if layer.matrix is None:
+            raise ValueError(f"{layer.name} is not analysed: {layer.reason}")
+        return matrix_view(self.tensor(layer.tensor), layer)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: self.tensor(name) for name in self.tensors}
+
+    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name in self.tensors:
+            yield name, self.tensor(name)
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_checkpoint(path: str | Path, conv_view: str = "reshape") -> Checkpoint:
+    return Checkpoint(path, conv_view)

@@ -1,0 +1,116 @@
+"""Analyse the layers of a checkpoint one at a time, with progress, cancellation and the cache."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from .analysis import MatrixAnalysis, analyse_matrix
+from .cache import SpectrumCache, config_key, content_key
+from .checkpoint import Checkpoint, Layer
+from .methods import make_methods
+from .spectrum import MatrixShape
+
+
+class Cancelled(Exception):
+    """Work stopped because its CancelToken was set."""
+
+
+class CancelToken:
+    """Set from any thread; long-running work checks it between layers."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+Progress = Callable[[int, int, str], None]  # (done, total, what)
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """A layer and, when it has a matrix view, its analysis."""
+
+    layer: Layer
+    analysis: MatrixAnalysis | None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.reason is None else "skipped"
+
+    @property
+    def reason(self) -> str | None:
+        return self.layer.reason or (self.analysis.reason if self.analysis else None)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    methods: tuple[str, ...] = ("bema", "broadening")
+    params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # ((method, ((key, value), …)), …)
+    weighting: str = "uniform"
+    device: str = "cpu"
+    use_cache: bool = True
+
+    @classmethod
+    def make(cls, methods=("bema", "broadening"), params: dict | None = None, **kw) -> "AnalysisOptions":
+        frozen = tuple((m, tuple(sorted(p.items()))) for m, p in (params or {}).items())
+        return cls(tuple(methods), frozen, **kw)
+
+    def method_objects(self):
+        return make_methods(self.methods, **{m: dict(p) for m, p in self.params})
+
+
+def select_layers(ckpt: Checkpoint, patterns: Iterable[str] | None = None) -> list[Layer]:
+    """Layers whose name (or stored tensor name) matches any glob; all when no pattern is given."""
+    pats = [p for p in (patterns or []) if p]
+    if not pats:
+        return list(ckpt.layers)
+    return [l for l in ckpt.layers if any(fnmatchcase(l.name, p) or fnmatchcase(l.tensor, p) for p in pats)]
+
+
+def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = AnalysisOptions(),
+                  cache: SpectrumCache | None = None) -> LayerResult:
+    if not layer.analysable:
+        return LayerResult(layer, None)
+    methods = options.method_objects()
+    w = ckpt.matrix(layer)
+    shape = MatrixShape(*w.shape)
+    cache = cache if cache is not None else (SpectrumCache() if options.use_cache else None)
+    key = cfg = None
+    if cache is not None:
+        key = content_key(w, extra=f"pos={layer.position}")
+        cfg = config_key(methods, options.weighting)
+        hit = cache.load(key, shape, cfg)
+        if hit is not None:
+            return LayerResult(layer, hit)
+    a = analyse_matrix(w, methods, options.weighting, options.device)
+    if cache is not None:
+        cache.store(key, cfg, a)
+    return LayerResult(layer, a)
+
+
+def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOptions(),
+                       layers: Iterable[Layer] | None = None, progress: Progress | None = None,
+                       cancel: CancelToken | None = None) -> Iterator[LayerResult]:
+    """Yield one LayerResult per layer, in order. Only one layer's tensor is held at a time."""
+    todo = list(ckpt.layers if layers is None else layers)
+    cache = SpectrumCache() if options.use_cache else None
+    for i, layer in enumerate(todo):
+        if cancel is not None:
+            cancel.check()
+        if progress:
+            progress(i, len(todo), layer.name)
+        yield analyse_layer(ckpt, layer, options, cache)
+    if progress:
+        progress(len(todo), len(todo), "")
