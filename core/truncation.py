@@ -1,0 +1,167 @@
+"""Low-rank truncation of layers to a method's ŝ (or any k), and atomic safetensors export. SPEC §9."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from .checkpoint import Checkpoint, Layer, matrix_view
+from .cosines import theta_hat
+from .errors import OutputExistsError, RmtError
+from .scan import LayerResult
+from .spectrum import MatrixShape, as_float_matrix
+
+# Below this p, or above this fraction of p, a full gesdd with vectors is as fast as any shortcut.
+PARTIAL_MIN_P = 1024
+PARTIAL_MAX_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Top-k singular triplets: w ≈ u @ diag(s) @ vt."""
+
+    u: np.ndarray
+    s: np.ndarray
+    vt: np.ndarray
+
+
+def full_factors(w) -> Factors:
+    a = as_float_matrix(w)
+    u, s, vt = scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+    return Factors(u, s, vt)
+
+
+def top_factors(w, k: int) -> Factors:
+    """The top k singular triplets. For k ≪ p on a large matrix: the top-k eigenpairs of the
+    p × p Gram matrix in float64 (LAPACK evr on an index subset), then the other side's vectors
+    as W v / s. Squaring costs digits only for values below ~1e-6 of s₁; the tests check the
+    result against a full SVD to 1e-5 relative Frobenius error, at 3-4× less time."""
+    a = as_float_matrix(w)
+    p = min(a.shape)
+    if p < PARTIAL_MIN_P or k > PARTIAL_MAX_FRACTION * p or k == 0:
+        f = full_factors(a)
+        return Factors(f.u[:, :k], f.s[:k], f.vt[:k])
+    wide = a.shape[0] <= a.shape[1]
+    a64 = np.asarray(a, dtype=np.float64)
+    small = a64 if wide else a64.T  # p × N
+    ev, vec = scipy.linalg.eigh(small @ small.T, subset_by_index=(p - k, p - 1), driver="evr")
+    ev, vec = np.maximum(ev[::-1], 0.0), vec[:, ::-1]
+    s = np.sqrt(ev)
+    other = (small.T @ vec) / np.where(s > 0, s, 1.0)  # N × k
+    return Factors(vec, s, other.T) if wide else Factors(other, s, vec.T)
+
+
+def low_rank(f: Factors, k: int, values: np.ndarray | None = None) -> np.ndarray:
+    s = f.s[:k] if values is None else np.asarray(values[:k])
+    return (f.u[:, :k] * s) @ f.vt[:k]
+
+
+def shrunk_values(sv: np.ndarray, sigma2: float, shape: MatrixShape, k: int) -> np.ndarray:
+    """SPEC §9 shrinkage: s_i → σ̂ √N θ̂_i, the de-biased signal strength."""
+    return math.sqrt(sigma2 * shape.N) * theta_hat(np.asarray(sv[:k]), sigma2, shape)
+
+
+def truncate_matrix(w, k: int, mode: str = "hard", sigma2: float | None = None) -> np.ndarray:
+    a = as_float_matrix(w)
+    shape = MatrixShape(*a.shape)
+    if k >= shape.p and mode == "hard":
+        return np.array(a, copy=True)  # nothing removed: exactly the original
+    k = max(0, min(k, shape.p))
+    if k == 0:
+        return np.zeros_like(a)
+    f = top_factors(a, k)
+    if mode == "hard":
+        return low_rank(f, k).astype(a.dtype, copy=False)
+    if mode == "shrink":
+        if sigma2 is None:
+            raise ValueError("shrinkage needs the method's noise variance σ̂²")
+        return low_rank(f, k, shrunk_values(f.s, sigma2, shape, k)).astype(a.dtype, copy=False)
+    raise ValueError(f"unknown truncation mode {mode!r}; use 'hard' or 'shrink'")
+
+
+def params_saved(shape: MatrixShape, k: int) -> int:
+    """Parameters saved by storing the rank-k layer as two factors (m×k and k×n), when smaller."""
+    return max(0, shape.m * shape.n - k * (shape.m + shape.n))
+
+
+def write_back(original: torch.Tensor, layer: Layer, new: np.ndarray) -> torch.Tensor:
+    out = original.detach().clone()
+    t = torch.from_numpy(np.ascontiguousarray(new)).to(out.dtype)
+    if layer.position is not None:
+        i, j = layer.position
+        out[:, :, i, j] = t
+    else:
+        out.copy_(t.reshape(out.shape))
+    return out
+
+
+def resolve_ranks(spec: str, results: Iterable[LayerResult]) -> dict[str, int]:
+    """``spec`` is a method name (its ŝ per layer) or ``rank:K``. Layers where the method is not
+    applicable are left out (and so stay untouched). Returns layer name → kept rank."""
+    plan: dict[str, int] = {}
+    for r in results:
+        if r.analysis is None or r.layer.matrix is None:
+            continue
+        if spec.startswith("rank:"):
+            try:
+                plan[r.layer.name] = int(spec[5:])
+            except ValueError:
+                raise RmtError(f"bad rank in {spec!r}: expected rank:K with an integer K") from None
+            continue
+        m = r.analysis.methods.get(spec)
+        if m is None:
+            raise RmtError(f"method {spec!r} was not analysed; choose from {', '.join(r.analysis.methods)}")
+        if m.ok:
+            plan[r.layer.name] = m.rank
+    return plan
+
+
+def truncate_checkpoint(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "hard",
+                        sigma2: Mapping[str, float] | None = None, cancel=None) -> dict[str, torch.Tensor]:
+    """A new state dict with each planned layer truncated; the checkpoint itself is not touched."""
+    out: dict[str, torch.Tensor] = {}
+    by_tensor: dict[str, list[Layer]] = {}
+    for name in plan:
+        layer = ckpt.layer(name)
+        by_tensor.setdefault(layer.tensor, []).append(layer)
+    for name, t in ckpt.iter_tensors():
+        for layer in by_tensor.get(name, []):
+            if cancel is not None:
+                cancel.check()
+            new = truncate_matrix(matrix_view(t, layer), plan[layer.name], mode, (sigma2 or {}).get(layer.name))
+            t = write_back(t, layer, new)
+        out[name] = t
+    return out
+
+
+def export_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str],
+                       overwrite: bool = False) -> Path:
+    """Write atomically (temp file + rename); refuse to replace an existing file unless asked."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists — choose another output path or pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        tensors, seen = {}, set()
+        for k, v in state.items():  # safetensors refuses shared storage: give tied tensors their own copy
+            v = v.detach().contiguous()
+            ptr = v.untyped_storage().data_ptr()
+            tensors[k] = v.clone() if ptr in seen and v.numel() else v
+            seen.add(ptr)
+        save_file(tensors, tmp, metadata={str(k): str(v) for k, v in metadata.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
