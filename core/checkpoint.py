@@ -88,7 +88,7 @@ def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "re
     if dtype not in FLOAT_DTYPES:
         return [entry(None, f"{dtype} tensor: not a floating-point weight")]
     if len(shape) < 2:
-        return [entry(None, "1-D tensor (bias, norm or scale): no spectrum" if shape else "scalar")]
+        return [entry(None, "1-D (bias, norm or scale): no spectrum" if shape else "scalar")]
     if len(shape) > 2 and conv_view == "positions" and len(shape) == 4:
         out, inp, kh, kw = shape
         return [entry((out, inp), label=f"{name}[{i},{j}]", position=(i, j)) for i in range(kh) for j in range(kw)]

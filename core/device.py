@@ -1,0 +1,18 @@
+"""Where singular values are computed: 'cpu', 'cuda' (torch, float32) or 'auto'."""
+from __future__ import annotations
+
+from .errors import RmtError
+
+
+def resolve_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RmtError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+        return name
+    raise RmtError(f"unknown device {name!r}: use auto, cpu or cuda")

@@ -1,0 +1,332 @@
+"""The command line: ``rmt-tui [PATH ...]`` opens the app; ``report``, ``truncate``, ``eval`` and
+``sweep`` give the same numbers without a terminal UI. stdout carries data only; progress and
+messages go to stderr. Textual is imported only when the app is opened.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from core import __version__
+from core.errors import CheckpointError, EvaluationError, OutputExistsError, RmtError, UnsafeCheckpointError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INPUT = 3  # unreadable or invalid checkpoint / data
+EXIT_UNSAFE = 4  # a pickle that asked to run code
+EXIT_EVAL = 5  # evaluator missing or failed
+EXIT_EXISTS = 6  # output exists and --force was not given
+EXIT_INTERRUPTED = 130
+
+COMMANDS = ("report", "truncate", "eval", "sweep")
+
+EPILOG = """exit codes: 0 ok, 2 usage error, 3 unreadable or invalid input, 4 unsafe input (pickle that
+runs code; refused), 5 evaluator error, 6 output exists (use --force), 130 interrupted (Ctrl-C)"""
+
+
+class UsageError(RmtError):
+    pass
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("analysis")
+    g.add_argument("--methods", default="bema,broadening", help="comma list of methods (default: %(default)s)")
+    g.add_argument("--layers", action="append", metavar="GLOB", help="only layers matching GLOB (repeatable)")
+    g.add_argument("--alpha", type=float, default=0.2, help="BEMA bulk trimming α (default: %(default)s)")
+    g.add_argument("--beta", type=float, default=0.1,
+                   help="BEMA Tracy–Widom tail probability β: 0.1, 0.05 or 0.01 (default: %(default)s)")
+    g.add_argument("--width", type=int, default=4, help="broadening neighbour count a (default: %(default)s)")
+    g.add_argument("--delta", type=float, default=0.02, help="broadening outlier margin δ (default: %(default)s)")
+    g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform", help="Avew weights (default: %(default)s)")
+    g.add_argument("--conv-view", choices=("reshape", "positions"), default="reshape",
+                   help="conv kernels as (out, in·kh·kw) or one out×in matrix per position (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the spectrum cache")
+
+
+def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--evaluator", metavar="FILE.py|module:function",
+                   help="your evaluate(state_dict) -> {'accuracy': …}; this runs your code. "
+                        "Default: the built-in evaluator named by the file's metadata (demo models)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rmt-tui", description="Signal and noise in neural-network weights: "
+                                 "random-matrix spectra, thresholds, truncation and evaluation.", epilog=EPILOG)
+    ap.add_argument("--version", action="version", version=f"rmt-tui {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="{app,report,truncate,eval,sweep}")
+
+    app = sub.add_parser("app", help="open the terminal app (the default when no command is given)", epilog=EPILOG)
+    app.add_argument("paths", nargs="*", metavar="PATH", help="checkpoints to open (default: the bundled demo model)")
+    _add_analysis_options(app)
+    _add_evaluator_option(app)
+
+    rep = sub.add_parser("report", help="analyse every layer; table, JSON or CSV on stdout", epilog=EPILOG)
+    rep.add_argument("path", metavar="PATH")
+    rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _add_analysis_options(rep)
+
+    tr = sub.add_parser("truncate", help="truncate layers to a method's rank and write safetensors", epilog=EPILOG)
+    tr.add_argument("path", metavar="PATH")
+    tr.add_argument("--method", required=True, metavar="bema|broadening|rank:K")
+    tr.add_argument("--mode", choices=("hard", "shrink"), default="hard")
+    tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
+    tr.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    _add_analysis_options(tr)
+
+    ev = sub.add_parser("eval", help="accuracy and Avew before and after truncation by each method", epilog=EPILOG)
+    ev.add_argument("path", metavar="PATH")
+    ev.add_argument("--mode", choices=("hard", "shrink"), default="hard")
+    ev.add_argument("--format", choices=("table", "json"), default="table")
+    _add_evaluator_option(ev)
+    _add_analysis_options(ev)
+
+    sw = sub.add_parser("sweep", help="accuracy and Avew against the kept rank of one layer", epilog=EPILOG)
+    sw.add_argument("path", metavar="PATH")
+    sw.add_argument("--layer", required=True, metavar="NAME")
+    sw.add_argument("--ranks", metavar="START:STOP:STEP", help="ranks to try (default: 16 points from 0 to p, "
+                    "plus each method's ŝ)")
+    sw.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _add_evaluator_option(sw)
+    _add_analysis_options(sw)
+    return ap
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def analysis_options(args):
+    from core.device import resolve_device
+    from core.methods import METHODS
+    from core.scan import AnalysisOptions
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(METHODS)}")
+    params = {"bema": {"alpha": args.alpha, "beta": args.beta}, "broadening": {"a": args.width, "delta": args.delta}}
+    opts = AnalysisOptions.make(methods, {m: params[m] for m in methods}, weighting=args.weighting,
+                                device=resolve_device(args.device), use_cache=not args.no_cache)
+    try:
+        opts.method_objects()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return opts
+
+
+def options_record(args, opts) -> dict:
+    return {"methods": list(opts.methods), "params": {m: dict(p) for m, p in opts.params},
+            "weighting": opts.weighting, "conv_view": args.conv_view, "layers": args.layers or None}
+
+
+@contextmanager
+def progress_bar(label: str):
+    """A transient Rich progress bar on stderr (layer i/n, ETA); nothing when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda done, total, what: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[what]}"),
+                  console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(label, total=None, what="")
+
+        def update(done, total, what):
+            prog.update(task, completed=done, total=total, what=what)
+
+        yield update
+
+
+def open_and_analyse(args, layers_required: bool = False):
+    from core.checkpoint import open_checkpoint
+    from core.scan import analyse_checkpoint, select_layers
+
+    opts = analysis_options(args)
+    ckpt = open_checkpoint(args.path, conv_view=args.conv_view)
+    layers = select_layers(ckpt, args.layers)
+    if args.layers and not layers:
+        raise UsageError(f"no layer of {args.path} matches {', '.join(args.layers)}")
+    with progress_bar("analysing") as tick:
+        results = list(analyse_checkpoint(ckpt, opts, layers, progress=tick))
+    return ckpt, opts, results
+
+
+def pick_evaluator(args, ckpt):
+    from core.evaluation import builtin_evaluator_for, load_evaluator
+
+    if args.evaluator:
+        return args.evaluator, load_evaluator(args.evaluator)
+    ev = builtin_evaluator_for(ckpt)
+    if ev is None:
+        raise EvaluationError(f"{ckpt.path}: no evaluator — this checkpoint's metadata names no built-in one; "
+                              "pass --evaluator FILE.py or module:function (your evaluate(state_dict) -> "
+                              "{'accuracy': …})")
+    return ev.name, ev
+
+
+def fmt(x, spec=".4g") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def write_json(doc) -> None:
+    json.dump(doc, sys.stdout, indent=2, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def write_csv(header, rows) -> None:
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(header)
+    w.writerows([["" if v is None else v for v in row] for row in rows])
+
+
+def print_table(table) -> None:
+    from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 80).print(table)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_report(args) -> int:
+    from core.report import report_csv_rows, report_document
+
+    ckpt, opts, results = open_and_analyse(args)
+    doc = report_document(str(ckpt.path), results, opts.methods, options_record(args, opts))
+    if args.format == "json":
+        write_json(doc)
+    elif args.format == "csv":
+        write_csv(*report_csv_rows(doc, opts.methods))
+    else:
+        from .tables import report_table
+
+        print_table(report_table(doc, opts.methods))
+    return EXIT_OK
+
+
+def cmd_truncate(args) -> int:
+    from core.truncation import export_safetensors, resolve_ranks, truncate_checkpoint
+
+    if args.output.exists() and not args.force:
+        raise OutputExistsError(f"{args.output}: already exists — choose another output path or pass --force")
+    if args.output.resolve() == Path(args.path).resolve():
+        raise UsageError(f"{args.output}: refusing to write over the source checkpoint")
+    ckpt, opts, results = open_and_analyse(args)
+    plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
+    sigma2 = {}
+    if args.mode == "shrink":
+        if args.method not in opts.methods:
+            raise UsageError("--mode shrink needs a method (bema or broadening), not a fixed rank")
+        sigma2 = {r.layer.name: r.analysis.methods[args.method].sigma2 for r in results if r.layer.name in plan}
+    with progress_bar("truncating"):
+        state = truncate_checkpoint(ckpt, plan, args.mode, sigma2)
+    meta = {"rmt_tui.source": str(ckpt.path), "rmt_tui.method": args.method, "rmt_tui.mode": args.mode,
+            "rmt_tui.ranks": json.dumps(plan)}
+    meta.update({k: v for k, v in ckpt.metadata.items() if not k.startswith("rmt_tui.") or k == "rmt_tui.evaluator"})
+    export_safetensors(state, args.output, meta, overwrite=args.force)
+    for name, k in plan.items():
+        print(f"{name}: rank {k}", file=sys.stderr)
+    print(f"wrote {args.output} ({len(plan)} layers truncated, {args.mode})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    from core.evaluation import evaluate_truncations
+    from core.report import eval_document
+
+    ckpt, opts, results = open_and_analyse(args)
+    name, evaluator = pick_evaluator(args, ckpt)
+    with progress_bar("evaluating") as tick:
+        rep = evaluate_truncations(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
+    doc = eval_document(str(ckpt.path), name, rep)
+    if args.format == "json":
+        write_json(doc)
+    else:
+        from .tables import eval_table
+
+        print_table(eval_table(doc))
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    from core.evaluation import parse_ranks, sweep_layer
+    from core.report import sweep_document
+
+    args.layers = [args.layer]
+    ckpt, opts, results = open_and_analyse(args)
+    result = next((r for r in results if r.layer.name == args.layer), None)
+    if result is None:
+        raise UsageError(f"no layer named {args.layer!r} in {args.path}")
+    name, evaluator = pick_evaluator(args, ckpt)
+    p = result.analysis.shape.p if result.analysis else 0
+    ranks = parse_ranks(args.ranks, p) if args.ranks else None
+    with progress_bar("sweeping") as tick:
+        rep = sweep_layer(ckpt, result, evaluator, ranks, progress=tick)
+    doc = sweep_document(str(ckpt.path), name, rep)
+    if args.format == "json":
+        write_json(doc)
+    elif args.format == "csv":
+        methods = list(rep.method_ranks)
+        write_csv(["rank", "accuracy"] + [f"avew_{m}" for m in methods],
+                  [[pt["rank"], pt["accuracy"]] + [pt["avew"][m] for m in methods] for pt in doc["points"]])
+    else:
+        from .tables import sweep_table
+
+        print_table(sweep_table(doc))
+    return EXIT_OK
+
+
+def cmd_app(args) -> int:
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    from .app import RmtApp
+
+    opts = analysis_options(args)
+    paths = [Path(p) for p in args.paths] or [DEFAULT_DEMO_MODEL]
+    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=args.evaluator).run()
+    return EXIT_OK
+
+
+HANDLERS = {"report": cmd_report, "truncate": cmd_truncate, "eval": cmd_eval, "sweep": cmd_sweep, "app": cmd_app}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # No command, or a path first: open the app.
+    if not argv or (argv[0] not in COMMANDS + ("app",) and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["app"] + argv
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except KeyboardInterrupt:
+        print("rmt-tui: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except UnsafeCheckpointError as exc:
+        return _fail(exc, EXIT_UNSAFE)
+    except CheckpointError as exc:
+        return _fail(exc, EXIT_INPUT)
+    except EvaluationError as exc:
+        return _fail(exc, EXIT_EVAL)
+    except OutputExistsError as exc:
+        return _fail(exc, EXIT_EXISTS)
+    except UsageError as exc:
+        return _fail(exc, EXIT_USAGE)
+    except RmtError as exc:
+        return _fail(exc, EXIT_INPUT)
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    print(f"rmt-tui: error: {exc}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
