@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -290,6 +292,12 @@ def cmd_app(args) -> int:
     opts = analysis_options(args)
     paths = [Path(p) for p in args.paths] or [DEFAULT_DEMO_MODEL]
     RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=args.evaluator).run()
+    # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
+    # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
     return EXIT_OK
 
 

@@ -1,0 +1,41 @@
+"""Messages that worker threads post to the app. Workers never touch widgets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from core.evaluation import EvalReport, SweepReport
+from core.scan import LayerResult
+
+from .session import Job, LayerKey
+
+
+@dataclass
+class LayerAnalysed(Message):
+    key: LayerKey
+    result: LayerResult
+
+
+@dataclass
+class JobProgress(Message):
+    job: Job
+
+
+@dataclass
+class JobEnded(Message):
+    job: Job
+    error: str | None = None  # None: finished or cancelled (job.token says which)
+
+
+@dataclass
+class EvalDone(Message):
+    ckpt: int
+    scope: str  # a layer name or session.ALL_LAYERS
+    report: EvalReport
+
+
+@dataclass
+class SweepDone(Message):
+    key: LayerKey
+    report: SweepReport

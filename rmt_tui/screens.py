@@ -1,0 +1,139 @@
+"""Modal screens: help, find a layer, open a checkpoint, confirm quit."""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+MODAL_CSS = """
+ModalScreen { align: center middle; }
+ModalScreen > Vertical { width: 80%; max-width: 90; height: auto; max-height: 90%;
+                         border: round $accent; padding: 0 1; background: $surface; }
+ModalScreen OptionList { height: auto; max-height: 14; }
+ModalScreen .error { color: $error; }
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = MODAL_CSS
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, rows: list[tuple[str, str]]):
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        t = Table(box=None, show_header=False, pad_edge=False)
+        t.add_column(style="bold")
+        t.add_column()
+        for keys, what in self.rows:
+            t.add_row(keys, what)
+        with Vertical():
+            yield Label(Text("rmt-tui keys", style="bold"))
+            with VerticalScroll():
+                yield Static(t)
+            yield Label(Text("esc closes · mouse optional · NO_COLOR respected", style="dim"))
+
+
+class FindScreen(ModalScreen[str | None]):
+    """Type part of a layer name (or a glob); enter jumps to the highlighted match."""
+
+    DEFAULT_CSS = MODAL_CSS
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("down", "down", show=False),
+                Binding("up", "up", show=False)]
+    LIMIT = 200
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        self.names = names
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("find a layer (substring or glob, enter to jump)")
+            yield Input(placeholder="e.g. fc1 or *.weight", id="query")
+            yield OptionList(id="matches")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).cursor_blink = False
+        self._fill("")
+
+    def matches(self, q: str) -> list[str]:
+        q = q.strip().lower()
+        if not q:
+            return self.names[: self.LIMIT]
+        glob = any(ch in q for ch in "*?[")
+        return [n for n in self.names if (fnmatchcase(n.lower(), q) if glob else q in n.lower())][: self.LIMIT]
+
+    def _fill(self, q: str) -> None:
+        ol = self.query_one(OptionList)
+        ol.clear_options()
+        ol.add_options([Option(n, id=n) for n in self.matches(q)])
+        if ol.option_count:
+            ol.highlighted = 0
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._fill(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        ol = self.query_one(OptionList)
+        if ol.highlighted is not None and ol.option_count:
+            self.dismiss(ol.get_option_at_index(ol.highlighted).id)
+        else:
+            self.notify(f"no layer matches {event.value!r}", severity="warning")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_down(self) -> None:
+        self.query_one(OptionList).action_cursor_down()
+
+    def action_up(self) -> None:
+        self.query_one(OptionList).action_cursor_up()
+
+
+class OpenScreen(ModalScreen[str | None]):
+    """Ask for a checkpoint path; the app validates it and shows any error here."""
+
+    DEFAULT_CSS = MODAL_CSS
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, error: str | None = None, value: str = ""):
+        super().__init__()
+        self.error, self.value = error, value
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("open a checkpoint: file (.safetensors .pt .pth .bin .npz) or model folder")
+            yield Input(value=self.value, placeholder="path", id="path")
+            yield Label(self.error or "", classes="error", id="open-error")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).cursor_blink = False
+
+    def show_error(self, message: str) -> None:
+        self.query_one("#open-error", Label).update(message)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.app.open_from_screen(self, event.value.strip())
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    DEFAULT_CSS = MODAL_CSS
+    BINDINGS = [Binding("y,q", "dismiss(True)", "Quit"), Binding("n,escape", "dismiss(False)", "Stay")]
+
+    def __init__(self, running: list[str]):
+        super().__init__()
+        self.running = running
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text("Work is running: " + ", ".join(self.running), style="bold"))
+            yield Label("Quit anyway? It is cancelled and nothing partial is saved.  [y]es / [n]o")

@@ -1,0 +1,103 @@
+"""What the app has open and what it knows: checkpoints, their layer results, evaluations and sweeps.
+Plain Python (no Textual), so the app's state is easy to test and to reason about."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.checkpoint import Checkpoint, Layer, open_checkpoint
+from core.errors import EvaluationError, RmtError
+from core.evaluation import EvalReport, Evaluator, SweepReport, builtin_evaluator_for, load_evaluator
+from core.scan import CancelToken, LayerResult
+
+ALL_LAYERS = "*"  # the key of an evaluation over every analysed layer
+
+
+@dataclass(frozen=True)
+class LayerKey:
+    ckpt: int  # index of the checkpoint in the session
+    name: str  # layer name
+
+
+@dataclass
+class Opened:
+    index: int
+    path: Path
+    ckpt: Checkpoint
+    results: dict[str, LayerResult] = field(default_factory=dict)
+    evals: dict[str, EvalReport] = field(default_factory=dict)  # layer name or ALL_LAYERS → report
+    sweeps: dict[str, SweepReport] = field(default_factory=dict)
+    evaluator: tuple[str, Evaluator] | None = None
+
+
+@dataclass
+class Job:
+    """A background job: its cancel token and its progress."""
+
+    name: str
+    label: str
+    token: CancelToken = field(default_factory=CancelToken)
+    done: int = 0
+    total: int = 0
+    what: str = ""
+
+
+class Session:
+    def __init__(self, conv_view: str = "reshape", evaluator_spec: str | None = None):
+        self.conv_view = conv_view
+        self.evaluator_spec = evaluator_spec
+        self.opened: list[Opened] = []
+        self.jobs: dict[str, Job] = {}
+
+    def open(self, path: str | Path) -> Opened:
+        """Open a checkpoint (raises the typed RmtError with a readable message)."""
+        path = Path(path).expanduser()
+        for o in self.opened:
+            if o.path.resolve() == path.resolve():
+                return o
+        o = Opened(len(self.opened), path, open_checkpoint(path, self.conv_view))
+        self.opened.append(o)
+        return o
+
+    def layer(self, key: LayerKey) -> Layer:
+        return self.opened[key.ckpt].ckpt.layer(key.name)
+
+    def result(self, key: LayerKey) -> LayerResult | None:
+        return self.opened[key.ckpt].results.get(key.name)
+
+    def evaluator(self, o: Opened) -> tuple[str, Evaluator]:
+        if o.evaluator is None:
+            if self.evaluator_spec:
+                o.evaluator = (self.evaluator_spec, load_evaluator(self.evaluator_spec))
+            else:
+                ev = builtin_evaluator_for(o.ckpt)
+                if ev is None:
+                    raise EvaluationError(f"{o.path.name}: no evaluator — its metadata names no built-in one; "
+                                          "restart with --evaluator FILE.py or module:function")
+                o.evaluator = (ev.name, ev)
+        return o.evaluator
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def start_job(self, name: str, label: str) -> Job:
+        old = self.jobs.get(name)
+        if old is not None:
+            old.token.cancel()
+        job = self.jobs[name] = Job(name, label)
+        return job
+
+    def finish_job(self, job: Job) -> None:
+        if self.jobs.get(job.name) is job:
+            del self.jobs[job.name]
+
+    def is_current(self, job: Job) -> bool:
+        return self.jobs.get(job.name) is job and not job.token.cancelled
+
+    def cancel_all(self) -> list[str]:
+        labels = [j.label for j in self.jobs.values()]
+        for j in self.jobs.values():
+            j.token.cancel()
+        self.jobs.clear()
+        return labels
+
+
+__all__ = ["ALL_LAYERS", "Job", "LayerKey", "Opened", "Session", "RmtError"]
