@@ -14,7 +14,7 @@ from core.plotdata import histogram_data, linear_ticks, values_data
 STYLE = {"bema": ("red", "•", "BEMA"), "broadening": ("cyan", "+", "GB")}
 DEFAULT_STYLE = ("magenta", "x", None)
 VIEWS = ("histogram", "values", "sweep")
-VIEW_TITLES = {"histogram": "singular-value histogram + fitted MP", "values": "sorted singular values (log)",
+VIEW_TITLES = {"histogram": "histogram of s + MP fits", "values": "sorted singular values (log)",
                "sweep": "accuracy and Avew vs kept rank"}
 
 
@@ -60,9 +60,9 @@ def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = Tru
     plt.xlim(0, h.x_max)
     plt.xticks(*linear_ticks(0.0, h.x_max, max(2, width // 14)))
     plt.ylim(0, top * 1.1 if top > 0 else 1)
-    beyond = f"; {h.off_plot} value{'s' if h.off_plot != 1 else ''} beyond, up to {a.sv[0]:.3g}" if h.off_plot else ""
-    plt.title(f"{VIEW_TITLES['histogram']}{beyond}")
-    plt.xlabel("singular value s")
+    plt.title(VIEW_TITLES["histogram"])
+    beyond = f" ({h.off_plot} more beyond, up to {a.sv[0]:.3g})" if h.off_plot else ""
+    plt.xlabel(f"singular value s{beyond}")
     return plt.build()
 
 

@@ -9,9 +9,7 @@ import numpy as np
 
 from ..mp import MarchenkoPastur, tracy_widom_quantile
 from ..spectrum import MatrixShape, eigenvalues
-from .base import NotApplicable, Threshold, count_above
-
-MIN_P = 30  # fewer values than this leave no bulk to match
+from .base import MIN_P, NotApplicable, Threshold, count_above
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from scipy.optimize import minimize_scalar
 
 from ..mp import MarchenkoPastur
 from ..spectrum import MatrixShape
-from .base import NotApplicable, Threshold, count_above
+from .base import MIN_P, NotApplicable, Threshold, count_above
 
 GRID_POINTS = 400
 MAX_PASSES = 6
@@ -68,8 +68,8 @@ class Broadening:
 
     def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         p, N, c = shape.p, shape.N, shape.c
-        if p < 2 * self.a + 2:
-            raise NotApplicable(f"p = {p} < {2 * self.a + 2}: too few singular values to broaden")
+        if p < max(MIN_P, 2 * self.a + 2):
+            raise NotApplicable(f"p = {p} < {max(MIN_P, 2 * self.a + 2)}: too few singular values to fit a bulk")
         nu = np.sort(np.asarray(sv, dtype=np.float64)) / math.sqrt(N)
         keep = np.ones(p, dtype=bool)
         passes = 0
