@@ -19,13 +19,14 @@ from .analysis import MatrixAnalysis, MethodResult
 from .paths import cache_dir
 from .spectrum import MatrixShape
 
-FORMAT = 1
+FORMAT = 2
 
 
 def content_key(t: torch.Tensor, extra: str = "") -> str:
-    """blake2b of the matrix's bytes, dtype and shape (and the view, via ``extra``)."""
+    """SHA-256 (hardware-accelerated on most CPUs) of the matrix's bytes, dtype and shape, and
+    the view via ``extra``."""
     t = t.detach().cpu().contiguous()
-    h = hashlib.blake2b(digest_size=20)
+    h = hashlib.sha256()
     h.update(f"{FORMAT}|{t.dtype}|{tuple(t.shape)}|{extra}".encode())
     if t.numel():
         h.update(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
@@ -56,10 +57,16 @@ class SpectrumCache:
     def _sv_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
+    def _doc_path(self, key: str, cfg: str) -> Path:
+        return self._sv_path(key).with_name(f"{key}-{cfg}.json")
+
+    def has(self, key: str, cfg: str) -> bool:
+        return self._doc_path(key, cfg).is_file() and self._sv_path(key).is_file()
+
     def load(self, key: str, shape: MatrixShape, cfg: str) -> MatrixAnalysis | None:
         try:
             sv = np.load(self._sv_path(key), allow_pickle=False)
-            doc = json.loads(self._sv_path(key).with_name(f"{key}-{cfg}.json").read_text())
+            doc = json.loads(self._doc_path(key, cfg).read_text())
             if sv.shape != (shape.p,) or sv.dtype != np.float64 or not np.all(np.isfinite(sv)):
                 return None
             if doc.get("format") != FORMAT or doc.get("shape") != [shape.m, shape.n]:
@@ -70,6 +77,25 @@ class SpectrumCache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # missing or corrupt: recompute
 
+    def _alias_path(self, fingerprint: str) -> Path:
+        h = hashlib.sha256(fingerprint.encode()).hexdigest()
+        return self.root / "by-file" / h[:2] / f"{h}.json"
+
+    def content_key_for(self, fingerprint: str) -> str | None:
+        """The content key last computed for this (unchanged) file and tensor, if any."""
+        try:
+            doc = json.loads(self._alias_path(fingerprint).read_text())
+            return doc["key"] if doc.get("fingerprint") == fingerprint and isinstance(doc.get("key"), str) else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def remember_key(self, fingerprint: str, key: str) -> None:
+        try:
+            _atomic_write(self._alias_path(fingerprint),
+                          lambda f: f.write(json.dumps({"fingerprint": fingerprint, "key": key}).encode()))
+        except OSError:
+            pass
+
     def store(self, key: str, cfg: str, a: MatrixAnalysis) -> None:
         try:
             svp = self._sv_path(key)
@@ -77,7 +103,7 @@ class SpectrumCache:
                 _atomic_write(svp, lambda f: np.save(f, np.asarray(a.sv, dtype=np.float64), allow_pickle=False))
             doc = {"format": FORMAT, "shape": [a.shape.m, a.shape.n], "weighting": a.weighting, "reason": a.reason,
                    "methods": {name: _fields(r) for name, r in a.methods.items()}}
-            _atomic_write(svp.with_name(f"{key}-{cfg}.json"), lambda f: f.write(json.dumps(doc).encode()))
+            _atomic_write(self._doc_path(key, cfg), lambda f: f.write(json.dumps(doc).encode()))
         except OSError:
             pass  # a cache that cannot be written only costs time
 

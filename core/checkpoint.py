@@ -121,6 +121,10 @@ class _Source:
     def read(self, name: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def file_of(self, name: str) -> Path:
+        """The file that holds tensor ``name``."""
+        return self.path
+
     def tied(self) -> dict[str, str]:
         return {}
 
@@ -137,6 +141,10 @@ def _open_bytes(path: Path):
         raise CheckpointError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _itemsize(dtype: str) -> int:
+    return torch.empty(0, dtype=getattr(torch, dtype)).element_size()
 
 
 def _torch_dtype_name(dt: torch.dtype) -> str:
@@ -163,6 +171,7 @@ class SafetensorsSource(_Source):
                 raise ValueError("header is not a JSON object")
             self.metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
             self._info: dict[str, tuple[tuple[int, ...], str]] = {}
+            self._offsets: dict[str, int] = {}
             data_len = size - 8 - n
             for name, d in header.items():
                 shape = tuple(int(s) for s in d["shape"])
@@ -173,29 +182,34 @@ class SafetensorsSource(_Source):
                 if end > data_len:
                     raise CheckpointError(path, f"truncated: tensor {name!r} ends at byte {end} of the data, "
                                           f"which has only {data_len}", "re-download or re-save the file")
+                if end - begin != int(np.prod(shape)) * _itemsize(dtype):
+                    raise ValueError(f"tensor {name!r}: {end - begin} bytes do not hold {dtype} {list(shape)}")
                 self._info[name] = (shape, dtype)
+                self._offsets[name] = 8 + n + begin
         except CheckpointError:
             raise
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CheckpointError(path, f"corrupt safetensors header ({type(exc).__name__}: {exc})",
                                   "re-download or re-save the file") from None
-        self._handle = None
 
     def entries(self):
         return [(k, *v) for k, v in self._info.items()]
 
     def read(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
-
+        """One tensor, read with a plain file read into fresh memory (not mmap: mapped pages would
+        stay resident and a full analysis would end up holding the whole file)."""
+        shape, dtype = self._info[name]
+        tdtype = getattr(torch, dtype)
+        buf = torch.empty(int(np.prod(shape)) * _itemsize(dtype), dtype=torch.uint8)
         try:
-            if self._handle is None:
-                self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-            return self._handle.get_tensor(name)
-        except Exception as exc:  # safetensors raises its own SafetensorError types
+            with _open_bytes(self.path) as f:
+                f.seek(self._offsets[name])
+                got = f.readinto(memoryview(buf.numpy()))
+        except OSError as exc:
             raise CheckpointError(self.path, f"cannot read tensor {name!r} ({exc})") from None
-
-    def close(self):
-        self._handle = None
+        if got != buf.numel():
+            raise CheckpointError(self.path, f"truncated: tensor {name!r} is cut short", "re-download the file")
+        return buf.view(tdtype).reshape(shape)  # safetensors is little-endian, as is every host torch supports
 
 
 def _find_globals(path: Path) -> list[str]:
@@ -378,6 +392,9 @@ class ShardedSource(_Source):
     def read(self, name):
         return self._owner[name].read(name)
 
+    def file_of(self, name):
+        return self._owner[name].file_of(name)
+
     def tied(self):
         out = {}
         for part in self._parts:
@@ -470,6 +487,13 @@ class Checkpoint:
         if layer.matrix is None:
             raise ValueError(f"{layer.name} is not analysed: {layer.reason}")
         return matrix_view(self.tensor(layer.tensor), layer)
+
+    def fingerprint(self, layer: Layer) -> str:
+        """Identifies the layer's bytes without reading them: the holding file's identity and
+        modification time, the tensor and the view. Used only to find a cached content key."""
+        f = self._source.file_of(layer.tensor)
+        st = f.stat()
+        return f"{f.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{layer.name}|{layer.position}"
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: self.tensor(name) for name in self.tensors}

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from .analysis import MatrixAnalysis, analyse_matrix
 from .cache import SpectrumCache, config_key, content_key
@@ -79,38 +81,79 @@ def select_layers(ckpt: Checkpoint, patterns: Iterable[str] | None = None) -> li
     return [l for l in ckpt.layers if any(fnmatchcase(l.name, p) or fnmatchcase(l.tensor, p) for p in pats)]
 
 
-def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = AnalysisOptions(),
-                  cache: SpectrumCache | None = None) -> LayerResult:
+@dataclass(frozen=True)
+class _Prepared:
+    """The I/O half of an analysis: the layer's matrix (None when a cached result makes reading it
+    unnecessary, or when the layer has no matrix view) and its content key."""
+
+    layer: Layer
+    matrix: object = None
+    key: str | None = None
+
+
+def _prepare(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions, cache: SpectrumCache | None) -> _Prepared:
+    if not layer.analysable:
+        return _Prepared(layer)
+    if cache is None:
+        return _Prepared(layer, ckpt.matrix(layer))
+    # An unchanged file maps straight to its content key; if that key's analysis is cached
+    # for these options, the tensor is not even read.
+    fingerprint = ckpt.fingerprint(layer)
+    key = cache.content_key_for(fingerprint)
+    if key is not None and cache.has(key, _config(options)):
+        return _Prepared(layer, None, key)
+    w = ckpt.matrix(layer)
+    key = content_key(w, extra=f"pos={layer.position}")
+    cache.remember_key(fingerprint, key)
+    return _Prepared(layer, w, key)
+
+
+@lru_cache(maxsize=64)
+def _config(options: AnalysisOptions) -> str:
+    return config_key(options.method_objects(), options.weighting)
+
+
+def _finish(ckpt: Checkpoint, prep: _Prepared, options: AnalysisOptions, cache: SpectrumCache | None) -> LayerResult:
+    layer = prep.layer
     if not layer.analysable:
         return LayerResult(layer, None)
-    methods = options.method_objects()
-    w = ckpt.matrix(layer)
-    shape = MatrixShape(*w.shape)
-    cache = cache if cache is not None else (SpectrumCache() if options.use_cache else None)
-    key = cfg = None
-    if cache is not None:
-        key = content_key(w, extra=f"pos={layer.position}")
-        cfg = config_key(methods, options.weighting)
-        hit = cache.load(key, shape, cfg)
+    shape = MatrixShape(*layer.matrix)
+    if cache is not None and (prep.matrix is None or cache.has(prep.key, _config(options))):
+        hit = cache.load(prep.key, shape, _config(options))
         if hit is not None:
             return LayerResult(layer, hit)
-    a = analyse_matrix(w, methods, options.weighting, options.device)
+    w = prep.matrix if prep.matrix is not None else ckpt.matrix(layer)
+    a = analyse_matrix(w, options.method_objects(), options.weighting, options.device)
     if cache is not None:
-        cache.store(key, cfg, a)
+        cache.store(prep.key, _config(options), a)
     return LayerResult(layer, a)
+
+
+def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = AnalysisOptions(),
+                  cache: SpectrumCache | None = None) -> LayerResult:
+    cache = cache if cache is not None else (SpectrumCache() if options.use_cache else None)
+    return _finish(ckpt, _prepare(ckpt, layer, options, cache), options, cache)
 
 
 def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOptions(),
                        layers: Iterable[Layer] | None = None, progress: Progress | None = None,
                        cancel: CancelToken | None = None) -> Iterator[LayerResult]:
-    """Yield one LayerResult per layer, in order. Only one layer's tensor is held at a time."""
+    """Yield one LayerResult per layer, in order. While one layer's SVD runs (LAPACK releases the
+    GIL), the next layer is read and hashed on a helper thread, so at most two layers' tensors are
+    held at a time."""
     todo = list(ckpt.layers if layers is None else layers)
     cache = SpectrumCache() if options.use_cache else None
-    for i, layer in enumerate(todo):
-        if cancel is not None:
-            cancel.check()
-        if progress:
-            progress(i, len(todo), layer.name)
-        yield analyse_layer(ckpt, layer, options, cache)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmt-prefetch") as pool:
+        nxt = pool.submit(_prepare, ckpt, todo[0], options, cache) if todo else None
+        for i, layer in enumerate(todo):
+            if cancel is not None and cancel.cancelled:
+                nxt.cancel()
+                raise Cancelled()
+            if progress:
+                progress(i, len(todo), layer.name)
+            prep = nxt.result()
+            nxt = pool.submit(_prepare, ckpt, todo[i + 1], options, cache) if i + 1 < len(todo) else None
+            yield _finish(ckpt, prep, options, cache)
+            del prep
     if progress:
         progress(len(todo), len(todo), "")

@@ -50,6 +50,19 @@ def as_float_matrix(w) -> np.ndarray:
     return a
 
 
+# Above these sizes the eigenvalues of the p × p Gram matrix, formed and solved in float64, are
+# faster than gesdd (4096×4096: 5.6 s vs 7.7 s; 11008×4096: 8.3 s vs 11.1 s; 6144×1536: 0.6 s vs 1.2 s
+# on 2 cores) and at least as accurate as a float32 SVD: forming WᵀW in float64 costs the values
+# only ~1e-16·s₁²/s_i absolutely, far below float32's ~6e-8·s₁ (tests compare both paths).
+GRAM_MIN_P = 2048
+GRAM_MIN_P_TALL = 1024
+GRAM_MIN_ASPECT = 3
+
+
+def uses_gram(shape: "MatrixShape") -> bool:
+    return shape.p >= GRAM_MIN_P or (shape.p >= GRAM_MIN_P_TALL and shape.N >= GRAM_MIN_ASPECT * shape.p)
+
+
 def singular_values(w, device: str = "cpu") -> np.ndarray:
     """All p singular values, descending, as float64. Values only: no vectors are formed.
 
@@ -61,11 +74,28 @@ def singular_values(w, device: str = "cpu") -> np.ndarray:
         t = torch.as_tensor(as_float_matrix(w)).to(device=device, dtype=torch.float32)
         return torch.linalg.svdvals(t).double().cpu().numpy()
     a = as_float_matrix(w)
+    if uses_gram(MatrixShape(*a.shape)):
+        return np.sqrt(np.maximum(gram_eigenvalues(a)[::-1], 0.0))
     # gesdd is fastest on the tall orientation; for a C-ordered wide matrix, a.T is tall and
     # already column-major, so LAPACK gets it without a copy.
     a = a.T if a.shape[0] < a.shape[1] else a
     s = scipy.linalg.svd(a, compute_uv=False, lapack_driver="gesdd", check_finite=False)
     return np.asarray(s, dtype=np.float64)
+
+
+GRAM_CHUNK_ROWS = 2048  # float64 copies of this many rows at a time, not of the whole matrix
+
+
+def gram_eigenvalues(a: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of the p × p Gram matrix, accumulated in float64 over row blocks of
+    the tall orientation (each block's BᵀB is a BLAS syrk)."""
+    tall = a if a.shape[0] >= a.shape[1] else a.T
+    p = tall.shape[1]
+    gram = np.zeros((p, p))
+    for i in range(0, tall.shape[0], GRAM_CHUNK_ROWS):
+        block = tall[i:i + GRAM_CHUNK_ROWS].astype(np.float64)
+        gram += block.T @ block
+    return scipy.linalg.eigvalsh(gram, driver="evd", check_finite=False, overwrite_a=True)
 
 
 def numerical_rank(sv: np.ndarray, shape: MatrixShape) -> int:

@@ -217,3 +217,16 @@ def test_float32_and_float64_agree():
         assert a32[name].rank == a64[name].rank
         assert a32[name].sigma2 == pytest.approx(a64[name].sigma2, rel=1e-4)
         assert math.isclose(a32[name].avew, a64[name].avew, rel_tol=1e-4)
+
+
+def test_gram_path_matches_gesdd():
+    from core.spectrum import uses_gram
+    import scipy.linalg
+
+    W = np.random.default_rng(3).standard_normal((1024, 3072)).astype(np.float32)
+    assert uses_gram(MatrixShape(*W.shape)) and not uses_gram(MatrixShape(768, 768))
+    ref = scipy.linalg.svd(W.astype(np.float64), compute_uv=False)
+    for w in (W, W.T):
+        s = singular_values(w)
+        assert s.shape == ref.shape and np.all(np.diff(s) <= 0)
+        assert np.max(np.abs(s - ref)) < 1e-5 * ref[0]

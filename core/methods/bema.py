@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -10,6 +11,17 @@ import numpy as np
 from ..mp import MarchenkoPastur, tracy_widom_quantile
 from ..spectrum import MatrixShape, eigenvalues
 from .base import MIN_P, NotApplicable, Threshold, count_above
+
+
+@lru_cache(maxsize=256)
+def _matched_quantiles(c: float, p: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The bulk levels k and the unit MP quantiles q_k they are matched to (cached: a model
+    repeats a few shapes many times)."""
+    k = np.arange(max(1, math.floor(alpha * p)), math.floor((1.0 - alpha) * p) + 1)
+    q = MarchenkoPastur(c).ppf((k - 0.5) / p)
+    k.setflags(write=False)
+    q.setflags(write=False)
+    return k, q
 
 
 @dataclass(frozen=True)
@@ -30,8 +42,7 @@ class Bema:
         if p < MIN_P:
             raise NotApplicable(f"p = {p} < {MIN_P}: too few singular values to match a bulk")
         lam = eigenvalues(sv, shape)
-        k = np.arange(max(1, math.floor(self.alpha * p)), math.floor((1.0 - self.alpha) * p) + 1)
-        q = MarchenkoPastur(c).ppf((k - 0.5) / p)
+        k, q = _matched_quantiles(c, p, self.alpha)
         sigma2 = float(np.dot(q, lam[k - 1]) / np.dot(q, q))
         if not sigma2 > 0.0:
             raise NotApplicable("the matched bulk is zero: the matrix has too low a rank")

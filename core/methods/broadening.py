@@ -23,33 +23,35 @@ def broadened_density(levels: np.ndarray, a: int, grid: np.ndarray) -> np.ndarra
     w = 0.5 * (levels[np.minimum(idx + a, p - 1)] - levels[np.maximum(idx - a, 0)])
     # Guard against zero widths (repeated values): never narrower than a tiny fraction of the span.
     floor = max(1e-3 * float(np.median(w)), 1e-9 * max(float(levels[-1]), 1e-300))
-    w = np.maximum(w, floor)
-    z = (grid[:, None] - levels[None, :]) / w[None, :]
-    return np.exp(-0.5 * z * z).dot(1.0 / w) / (p * math.sqrt(2.0 * math.pi))
-
-
-def mp_nu_density(x: np.ndarray, sigma: float, c: float) -> np.ndarray:
-    """Density of ν = s/√N for entry s.d. σ: the MP law of s with N = 1."""
-    return MarchenkoPastur(c, sigma * sigma).singular_values(1.0).pdf(x)
+    inv_w = 1.0 / np.maximum(w, floor)
+    # The grid × levels kernel matrix is the fit's main cost: build it in place in float32 (ample
+    # for a least-squares target; z is dimensionless, so the scale of W does not matter), sum in float64.
+    z = ((grid[:, None] - levels[None, :]) * inv_w[None, :]).astype(np.float32)
+    z *= z
+    z *= np.float32(-0.5)
+    np.exp(z, out=z)
+    return z.dot(inv_w.astype(np.float32)).astype(np.float64) / (p * math.sqrt(2.0 * math.pi))
 
 
 def fit_sigma(levels: np.ndarray, c: float, a: int) -> float:
     """Least-squares σ of the MP ν-density against the broadened density of ``levels``."""
     grid = np.linspace(levels[0], levels[-1], GRID_POINTS)
     target = broadened_density(levels, a, grid)
+    unit = MarchenkoPastur(c).singular_values(1.0)  # the ν-law for σ = 1; for σ: ρ_σ(x) = ρ_1(x/σ)/σ
 
-    def loss(log_sigma: float) -> float:
-        return float(np.sum((mp_nu_density(grid, math.exp(log_sigma), c) - target) ** 2))
+    def losses(sigmas: np.ndarray) -> np.ndarray:
+        s = sigmas[:, None]
+        return np.sum((unit.pdf(grid[None, :] / s) / s - target) ** 2, axis=1)
 
     # Start from the median (robust to outliers), scan coarsely, then refine in the best cell.
-    nu_med = math.sqrt(MarchenkoPastur(c).ppf(0.5))
-    center = math.log(float(np.median(levels)) / nu_med)
-    scan = center + np.log(np.geomspace(0.4, 2.5, 61))
-    losses = [loss(v) for v in scan]
-    i = int(np.argmin(losses))
-    lo, hi = scan[max(i - 1, 0)], scan[min(i + 1, scan.size - 1)]
-    res = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    return math.exp(res.x if res.fun <= losses[i] else scan[i])
+    center = float(np.median(levels)) / float(unit.ppf(0.5))
+    scan = center * np.geomspace(0.4, 2.5, 61)
+    scan_losses = losses(scan)
+    i = int(np.argmin(scan_losses))
+    lo, hi = math.log(scan[max(i - 1, 0)]), math.log(scan[min(i + 1, scan.size - 1)])
+    res = minimize_scalar(lambda v: float(losses(np.array([math.exp(v)]))[0]), bounds=(lo, hi),
+                          method="bounded", options={"xatol": 1e-10})
+    return math.exp(res.x) if res.fun <= scan_losses[i] else float(scan[i])
 
 
 @dataclass(frozen=True)
