@@ -69,10 +69,7 @@ def singular_values(w, device: str = "cpu") -> np.ndarray:
     ``device="cuda"`` runs torch.linalg.svdvals on the GPU in float32.
     """
     if device != "cpu":
-        import torch
-
-        t = torch.as_tensor(as_float_matrix(w)).to(device=device, dtype=torch.float32)
-        return torch.linalg.svdvals(t).double().cpu().numpy()
+        return torch_singular_values(w, device)
     a = as_float_matrix(w)
     if uses_gram(MatrixShape(*a.shape)):
         return np.sqrt(np.maximum(gram_eigenvalues(a)[::-1], 0.0))
@@ -96,6 +93,16 @@ def gram_eigenvalues(a: np.ndarray) -> np.ndarray:
         block = tall[i:i + GRAM_CHUNK_ROWS].astype(np.float64)
         gram += block.T @ block
     return scipy.linalg.eigvalsh(gram, driver="evd", check_finite=False, overwrite_a=True)
+
+
+def torch_singular_values(w, device: str) -> np.ndarray:
+    """torch.linalg.svdvals in float32 on ``device`` (the GPU path). Agrees with the CPU path to
+    float32 SVD accuracy, ~1e-5·s₁ (checked in the tests by running this same code on the CPU)."""
+    import torch
+
+    t = w if isinstance(w, torch.Tensor) else torch.from_numpy(as_float_matrix(w))
+    t = t.detach().to(device=device, dtype=torch.float32)
+    return torch.linalg.svdvals(t).double().cpu().numpy()
 
 
 def numerical_rank(sv: np.ndarray, shape: MatrixShape) -> int:

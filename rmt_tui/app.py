@@ -2,7 +2,6 @@
 thread workers that post messages. Every number comes from ``core``; this module only wires it up."""
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from .session import ALL_LAYERS, Job, LayerKey, Opened, Session
 from .widgets import LayerTree, ResultsPanel, SpectrumPlot
 
 NARROW = 110  # below this many columns the results panel moves under the plot
-PROGRESS_INTERVAL = 0.1  # seconds between progress messages: light on a slow link
 
 # Keys handled by the tree itself, listed in the help screen beside the app's bindings.
 NAVIGATION_HELP = [("j / k, ↓ / ↑", "move in the layer tree"), ("enter", "analyse the layer / expand a group"),
@@ -168,19 +166,9 @@ class RmtApp(App):
     # ------------------------------------------------------------------------------- jobs
     def _start(self, name: str, label: str, body: Callable[[Job], None], exclusive_group: str) -> Job:
         """Run ``body(job)`` in a thread worker; its progress and end come back as messages."""
-        job = self.session.start_job(name, label)
+        job = self.session.start_job(name, label, on_progress=lambda j: self.post_message(JobProgress(j)))
         if name != "layer":
             self._progress_job = job
-        last = [0.0]
-
-        def progress(done: int, total: int, what: str) -> None:
-            job.done, job.total, job.what = done, total, what
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL or done == total:
-                last[0] = now
-                self.post_message(JobProgress(job))
-
-        job.progress = progress  # type: ignore[attr-defined]
 
         def run() -> None:
             error = None
@@ -250,15 +238,15 @@ class RmtApp(App):
         layers = [self.session.layer(key)] if scope == "layer" else [l for l in o.ckpt.layers if l.analysable]
 
         def body(job: Job) -> None:
+            total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
             results = []
             for r in analyse_checkpoint(o.ckpt, self.options, layers, cancel=job.token,
-                                        progress=lambda i, n, what: job.progress(i, n + 3, f"analyse {what}")):
+                                        progress=job.stage(0, total, "analyse")):
                 results.append(r)
                 if r.layer.name not in o.results and self._live(job):
                     self.post_message(LayerAnalysed(LayerKey(o.index, r.layer.name), r))
             rep = evaluate_truncations(o.ckpt, results, evaluator, self.options.methods, cancel=job.token,
-                                       progress=lambda i, n, what: job.progress(len(layers) + i, len(layers) + n,
-                                                                                f"evaluate {what}"))
+                                       progress=job.stage(len(layers), total, "evaluate"))
             if self._live(job):
                 self.post_message(EvalDone(o.index, target, rep))
 

@@ -2,6 +2,8 @@
 Plain Python (no Textual), so the app's state is easy to test and to reason about."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +32,12 @@ class Opened:
     evaluator: tuple[str, Evaluator] | None = None
 
 
+PROGRESS_INTERVAL = 0.1  # seconds between progress reports: light on a slow link
+
+
 @dataclass
 class Job:
-    """A background job: its cancel token and its progress."""
+    """A background job: its cancel token, its progress, and who to tell (throttled) when it moves."""
 
     name: str
     label: str
@@ -40,6 +45,20 @@ class Job:
     done: int = 0
     total: int = 0
     what: str = ""
+    on_progress: Callable[["Job"], None] | None = None
+    _last_report: float = 0.0
+
+    def progress(self, done: int, total: int, what: str = "") -> None:
+        """Callable from the worker thread; matches core's Progress signature."""
+        self.done, self.total, self.what = done, total, what
+        now = time.monotonic()
+        if self.on_progress and (now - self._last_report >= PROGRESS_INTERVAL or done == total):
+            self._last_report = now
+            self.on_progress(self)
+
+    def stage(self, offset: int, total: int, prefix: str) -> Callable[[int, int, str], None]:
+        """A Progress callback for one stage of a multi-stage job: (i, n) maps to (offset + i, total)."""
+        return lambda i, n, what: self.progress(offset + i, total, f"{prefix} {what}".strip())
 
 
 class Session:
@@ -78,11 +97,11 @@ class Session:
         return o.evaluator
 
     # -- jobs ---------------------------------------------------------------------------------
-    def start_job(self, name: str, label: str) -> Job:
+    def start_job(self, name: str, label: str, on_progress: Callable[[Job], None] | None = None) -> Job:
         old = self.jobs.get(name)
         if old is not None:
             old.token.cancel()
-        job = self.jobs[name] = Job(name, label)
+        job = self.jobs[name] = Job(name, label, on_progress=on_progress)
         return job
 
     def finish_job(self, job: Job) -> None:

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import planted
 from core.analysis import analyse_matrix, analyse_spectrum
@@ -230,3 +231,30 @@ def test_gram_path_matches_gesdd():
         s = singular_values(w)
         assert s.shape == ref.shape and np.all(np.diff(s) <= 0)
         assert np.max(np.abs(s - ref)) < 1e-5 * ref[0]
+
+
+def test_torch_path_used_for_gpus_matches_cpu_path():
+    from core.spectrum import torch_singular_values
+
+    W, _, _ = planted(600, 900, [5, 3], seed=8)
+    ref = singular_values(W.astype(np.float32))
+    s = torch_singular_values(torch.from_numpy(W), "cpu")
+    assert np.max(np.abs(s - ref)) < 1e-5 * ref[0]
+    a_gpu_style = analyse_spectrum(s, MatrixShape(600, 900))
+    a_cpu = analyse_spectrum(ref, MatrixShape(600, 900))
+    for name in a_cpu.methods:
+        assert a_gpu_style.methods[name].rank == a_cpu.methods[name].rank
+        assert a_gpu_style.methods[name].sigma2 == pytest.approx(a_cpu.methods[name].sigma2, rel=1e-4)
+
+
+def test_device_resolution():
+    from core.device import resolve_device
+    from core.errors import RmtError
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RmtError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(RmtError):
+        resolve_device("tpu")
