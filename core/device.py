@@ -1,7 +1,7 @@
 """Where singular values are computed: 'cpu', 'cuda' (torch, float32) or 'auto'."""
 from __future__ import annotations
 
-from .errors import RmtError
+from .errors import UsageError
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -13,6 +13,6 @@ def resolve_device(name: str = "auto") -> str:
         return "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RmtError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+            raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
         return name
-    raise RmtError(f"unknown device {name!r}: use auto, cpu or cuda")
+    raise UsageError(f"unknown device {name!r}: use auto, cpu or cuda")

@@ -31,3 +31,7 @@ class EvaluationError(RmtError):
 
 class OutputExistsError(RmtError):
     """An output file exists and overwriting was not asked for."""
+
+
+class UsageError(RmtError):
+    """An option or argument that cannot work as given."""

@@ -14,7 +14,7 @@ from textual.worker import get_current_worker
 
 from core.errors import RmtError
 from core.evaluation import evaluate_truncations, sweep_layer
-from core.scan import AnalysisOptions, Cancelled, analyse_checkpoint, analyse_layer
+from core.scan import AnalysisOptions, Cancelled, LayerResult, analyse_checkpoint, analyse_layer
 
 from .messages import EvalDone, JobEnded, JobProgress, LayerAnalysed, SweepDone
 from .plots import VIEW_TITLES
@@ -36,10 +36,9 @@ class RmtApp(App):
     #main.narrow { grid-size: 2 2; grid-columns: 26 1fr; grid-rows: 1fr 10; }
     #main.narrow LayerTree { row-span: 2; }
     LayerTree { border-right: solid $primary-background; }
-    #side { padding: 0 1; border-left: solid $primary-background; }
+    #side { padding: 0 1; border-left: solid $primary-background; overflow-y: auto; }
     #main.narrow #side { border-left: none; border-top: solid $primary-background; }
     ResultsPanel { height: auto; }
-    #side { overflow-y: auto; }
     ProgressBar { height: 1; }
     ProgressBar.idle { display: none; }
     """
@@ -134,9 +133,8 @@ class RmtApp(App):
         if result is None and self.session.layer(key).analysable:
             if changed or force:
                 self._analyse_selected(key)
-        elif result is None:  # no matrix view: the reason is the whole story
-            self.session.opened[key.ckpt].results[key.name] = analyse_layer(
-                self.session.opened[key.ckpt].ckpt, self.session.layer(key), self.options)
+        elif result is None:  # no matrix view: the layer's reason is the whole story
+            self.session.opened[key.ckpt].results[key.name] = LayerResult(self.session.layer(key), None)
         self._refresh_selection()
         self.refresh_bindings()
 

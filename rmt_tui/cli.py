@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core import __version__
-from core.errors import CheckpointError, EvaluationError, OutputExistsError, RmtError, UnsafeCheckpointError
+from core.errors import (CheckpointError, EvaluationError, OutputExistsError, RmtError, UnsafeCheckpointError,
+                         UsageError)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -28,10 +29,6 @@ COMMANDS = ("report", "truncate", "eval", "sweep")
 
 EPILOG = """exit codes: 0 ok, 2 usage error, 3 unreadable or invalid input, 4 unsafe input (pickle that
 runs code; refused), 5 evaluator error, 6 output exists (use --force), 130 interrupted (Ctrl-C)"""
-
-
-class UsageError(RmtError):
-    pass
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -301,6 +298,10 @@ def cmd_app(args) -> int:
     return EXIT_OK
 
 
+# Most specific first: an unsafe pickle is also a checkpoint error.
+ERROR_CODES = [(UnsafeCheckpointError, EXIT_UNSAFE), (CheckpointError, EXIT_INPUT), (EvaluationError, EXIT_EVAL),
+               (OutputExistsError, EXIT_EXISTS), (UsageError, EXIT_USAGE), (RmtError, EXIT_INPUT)]
+
 HANDLERS = {"report": cmd_report, "truncate": cmd_truncate, "eval": cmd_eval, "sweep": cmd_sweep, "app": cmd_app}
 
 
@@ -317,23 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-    except UnsafeCheckpointError as exc:
-        return _fail(exc, EXIT_UNSAFE)
-    except CheckpointError as exc:
-        return _fail(exc, EXIT_INPUT)
-    except EvaluationError as exc:
-        return _fail(exc, EXIT_EVAL)
-    except OutputExistsError as exc:
-        return _fail(exc, EXIT_EXISTS)
-    except UsageError as exc:
-        return _fail(exc, EXIT_USAGE)
     except RmtError as exc:
-        return _fail(exc, EXIT_INPUT)
-
-
-def _fail(exc: BaseException, code: int) -> int:
-    print(f"rmt-tui: error: {exc}", file=sys.stderr)
-    return code
+        code = next(code for cls, code in ERROR_CODES if isinstance(exc, cls))
+        print(f"rmt-tui: error: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -235,13 +235,19 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(tmp_path):
     import time
 
     g = torch.Generator().manual_seed(0)
-    save_file({f"l{i}.weight": torch.randn(1500, 1500, generator=g) for i in range(8)}, str(tmp_path / "big.safetensors"))
-    out = tmp_path / "out.safetensors"
-    proc = subprocess.Popen([sys.executable, "-m", "rmt_tui.cli", "truncate", str(tmp_path / "big.safetensors"),
-                             "--method", "bema", "--no-cache", "-o", str(out)], stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)  # past the imports, inside the analysis
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({f"l{i}.weight": torch.randn(1500, 1500, generator=g) for i in range(12)}, str(src / "big.safetensors"))
+    out = src / "out.safetensors"
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "rmt_tui.cli", "truncate", str(src / "big.safetensors"),
+                             "--method", "bema", "-o", str(out)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RMT_TUI_CACHE_DIR": str(cache)})
+    deadline = time.monotonic() + 60
+    while not list(cache.rglob("*.npy")) and time.monotonic() < deadline:  # the first layer is done
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors"]
+    assert sorted(p.name for p in src.iterdir()) == ["big.safetensors"]
