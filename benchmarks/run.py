@@ -142,7 +142,8 @@ def main() -> None:
           f"best of {args.rounds} interleaved rounds")
     print(hdr)
     for r in rows:
-        print(f"{r['checkpoint']:<10} {r['matrices']:>4} {r['model_mb']:>8.1f} {r['floor_s']:>8.2f} {r['cold_s']:>7.2f} "
+        print(f"{r['checkpoint']:<10} {r['matrices']:>4} {r['model_mb']:>8.1f} {r['floor_s']:>8.2f} "
+              f"{r['cold_s']:>7.2f} "
               f"{r['warm_s']:>7.3f} {r['cold_ratio']:>10.2f} {r['warm_ratio']:>10.3f} {r['peak_extra_mb']:>8.0f} "
               f"{r['peak_per_largest']:>12.2f}")
     if args.json:

@@ -1,8 +1,9 @@
 """The analysis of one matrix: a plain frozen record that the app, the CLI and JSON all render."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -158,7 +158,8 @@ class SafetensorsSource(_Source):
             size = path.stat().st_size
             head = f.read(8)
             if len(head) < 8:
-                raise CheckpointError(path, "empty file" if size == 0 else "truncated: shorter than a safetensors header",
+                problem = "empty file" if size == 0 else "truncated: shorter than a safetensors header"
+                raise CheckpointError(path, problem,
                                       "the download or copy may be incomplete")
             (n,) = struct.unpack("<Q", head)
             if n > size - 8:

@@ -101,7 +101,7 @@ class MarchenkoPastur:
     def mean(self) -> float:
         return self.sigma2
 
-    def singular_values(self, N: float) -> "MPSingularValues":
+    def singular_values(self, N: float) -> MPSingularValues:
         return MPSingularValues(self, N)
 
 

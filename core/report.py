@@ -4,7 +4,8 @@ The schemas are versioned; the README documents them. Numbers that do not apply 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .evaluation import EvalReport, SweepReport
 from .scan import LayerResult

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -65,7 +65,7 @@ class AnalysisOptions:
     use_cache: bool = True
 
     @classmethod
-    def make(cls, methods=("bema", "broadening"), params: dict | None = None, **kw) -> "AnalysisOptions":
+    def make(cls, methods=("bema", "broadening"), params: dict | None = None, **kw) -> AnalysisOptions:
         frozen = tuple((m, tuple(sorted(p.items()))) for m, p in (params or {}).items())
         return cls(tuple(methods), frozen, **kw)
 

@@ -59,7 +59,7 @@ GRAM_MIN_P_TALL = 1024
 GRAM_MIN_ASPECT = 3
 
 
-def uses_gram(shape: "MatrixShape") -> bool:
+def uses_gram(shape: MatrixShape) -> bool:
     return shape.p >= GRAM_MIN_P or (shape.p >= GRAM_MIN_P_TALL and shape.N >= GRAM_MIN_ASPECT * shape.p)
 
 

@@ -33,7 +33,7 @@ class RmtApp(App):
     TITLE = "rmt-tui"
     CSS = """
     #main { layout: grid; grid-size: 3 1; grid-columns: 30 1fr 44; height: 1fr; }
-    #main.narrow { grid-size: 2 2; grid-columns: 26 1fr; grid-rows: 1fr 10; }
+    #main.narrow { grid-size: 2 2; grid-columns: 30 1fr; grid-rows: 1fr 10; }
     #main.narrow LayerTree { row-span: 2; }
     LayerTree { border-right: solid $primary-background; }
     #side { padding: 0 1; border-left: solid $primary-background; overflow-y: auto; }

@@ -14,8 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core import __version__
-from core.errors import (CheckpointError, EvaluationError, OutputExistsError, RmtError, UnsafeCheckpointError,
-                         UsageError)
+from core.errors import CheckpointError, EvaluationError, OutputExistsError, RmtError, UnsafeCheckpointError, UsageError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -40,7 +39,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="BEMA Tracy–Widom tail probability β: 0.1, 0.05 or 0.01 (default: %(default)s)")
     g.add_argument("--width", type=int, default=4, help="broadening neighbour count a (default: %(default)s)")
     g.add_argument("--delta", type=float, default=0.02, help="broadening outlier margin δ (default: %(default)s)")
-    g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform", help="Avew weights (default: %(default)s)")
+    g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform",
+                   help="Avew weights (default: %(default)s)")
     g.add_argument("--conv-view", choices=("reshape", "positions"), default="reshape",
                    help="conv kernels as (out, in·kh·kw) or one out×in matrix per position (default: %(default)s)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")

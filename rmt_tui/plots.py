@@ -3,7 +3,6 @@
 state, so these functions run on the UI thread only."""
 from __future__ import annotations
 
-
 import plotext as plt
 
 from core.analysis import MatrixAnalysis
@@ -53,7 +52,8 @@ def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = Tru
     top = max(float(h.density.max()), *[float(c.y.max()) for c in h.mp]) if h.mp else float(h.density.max())
     for curve in h.mp:
         c, m, label = style(curve.method)
-        plt.plot(curve.x.tolist(), curve.y.tolist(), color=_c(color, c), marker=m, label=_label(f"{label} MP fit", height))
+        plt.plot(curve.x.tolist(), curve.y.tolist(), color=_c(color, c), marker=m,
+                 label=_label(f"{label} MP fit", height))
     for method, tau in h.thresholds.items():
         if tau <= h.x_max:
             _vline(tau, 0.0, top * 1.05, method, color, f"τ={tau:.3g}", height)
@@ -69,7 +69,8 @@ def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = Tru
 def draw_values(a: MatrixAnalysis, width: int, height: int, color: bool = True) -> str:
     v = values_data(a, columns=width)
     _start(width, height, color)
-    plt.plot(v.index.tolist(), v.log10_sv.tolist(), color=_c(color, "white"), marker="braille", label=_label("s_i", height))
+    plt.plot(v.index.tolist(), v.log10_sv.tolist(), color=_c(color, "white"), marker="braille",
+             label=_label("s_i", height))
     n = int(v.index[-1])
     for method, lt in v.log10_thresholds.items():
         c, m, label = style(method)
@@ -85,7 +86,8 @@ def draw_values(a: MatrixAnalysis, width: int, height: int, color: bool = True) 
 def draw_sweep(rep: SweepReport, width: int, height: int, color: bool = True) -> str:
     _start(width, height, color)
     ks = [pt.rank for pt in rep.points]
-    plt.plot(ks, [pt.accuracy for pt in rep.points], color=_c(color, "green"), marker="o", label=_label("accuracy (left)", height))
+    plt.plot(ks, [pt.accuracy for pt in rep.points], color=_c(color, "green"), marker="o",
+             label=_label("accuracy (left)", height))
     for method in rep.method_ranks:
         c, m, label = style(method)
         pts = [(pt.rank, pt.avew[method]) for pt in rep.points if pt.avew.get(method) is not None]

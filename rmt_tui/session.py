@@ -45,7 +45,7 @@ class Job:
     done: int = 0
     total: int = 0
     what: str = ""
-    on_progress: Callable[["Job"], None] | None = None
+    on_progress: Callable[[Job], None] | None = None
     _last_report: float = 0.0
 
     def progress(self, done: int, total: int, what: str = "") -> None:

@@ -69,7 +69,8 @@ def main() -> None:
             "| batch | s_max | BEMA σ̂² | GB σ̂² | BEMA ŝ | GB ŝ | BEMA KS | GB KS |", "|" + "---|" * 8]
     for bs, layer in spectra:
         b, g = layer["methods"]["bema"], layer["methods"]["broadening"]
-        out.append(f"| {bs} | {layer['sv_max']:.3f} | {f(b['sigma2'])} | {f(g['sigma2'])} | {b['rank']} | {g['rank']} | "
+        out.append(f"| {bs} | {layer['sv_max']:.3f} | {f(b['sigma2'])} | {f(g['sigma2'])} | {b['rank']} | "
+                   f"{g['rank']} | "
                    f"{b['ks']:.3f} | {g['ks']:.3f} |")
     out += ["", *summary(layers_seen, spectra, totals)]
     print("\n".join(out))
@@ -80,7 +81,8 @@ def summary(layers_seen, spectra, totals) -> list[str]:
     ratio = [l["methods"]["broadening"]["rank"] / l["methods"]["bema"]["rank"] for _, l, _, _ in layers_seen]
     s2 = [l["methods"]["bema"]["sigma2"] / l["methods"]["broadening"]["sigma2"] for _, l, _, _ in layers_seen]
     poor = {m: sum(l["methods"][m]["poor_fit"] for _, l, _, _ in layers_seen) for m in ("bema", "broadening")}
-    drop = {m: max(base - one["methods"][m]["accuracy"] for _, _, one, base in layers_seen) for m in ("bema", "broadening")}
+    drop = {m: max(base - one["methods"][m]["accuracy"] for _, _, one, base in layers_seen)
+            for m in ("bema", "broadening")}
     drop_all = {m: max(base - methods[m]["accuracy"] for _, base, methods in totals) for m in ("bema", "broadening")}
     fc1 = {m: [l["methods"][m]["rank"] for _, l in spectra] for m in ("bema", "broadening")}
     monotone = all(all(a >= b for a, b in zip(v, v[1:])) for v in fc1.values())

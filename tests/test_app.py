@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from core.checkpoint import open_checkpoint
 from core.paths import DEFAULT_DEMO_MODEL
 from core.scan import analyse_checkpoint
-from core.checkpoint import open_checkpoint
 from rmt_tui.app import RmtApp
 from rmt_tui.messages import LayerAnalysed
 from rmt_tui.plots import VIEWS

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from core.cache import SpectrumCache
 from core.checkpoint import open_checkpoint
 from core.errors import CheckpointError, UnsafeCheckpointError
-from core.scan import AnalysisOptions, CancelToken, Cancelled, analyse_checkpoint, select_layers
+from core.scan import AnalysisOptions, Cancelled, CancelToken, analyse_checkpoint, select_layers
 
 
 def model_state(seed=0, dtype=torch.float32):
@@ -248,8 +248,7 @@ def test_mutated_safetensors_headers_only_raise_the_typed_error(tmp_path, data):
     p.write_bytes(bytes(raw))
     try:
         ck = open_checkpoint(p)
-        for r in analyse_checkpoint(ck, AnalysisOptions(use_cache=False)):
-            pass
+        list(analyse_checkpoint(ck, AnalysisOptions(use_cache=False)))
     except CheckpointError:
         pass
 

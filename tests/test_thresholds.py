@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import planted
+
 from core.analysis import analyse_matrix, analyse_spectrum
-from core.cosines import estimated_cosines, squared_cosines
+from core.cosines import squared_cosines
 from core.methods import Bema, Broadening, NotApplicable, make_methods
 from core.mp import MarchenkoPastur
 from core.spectrum import MatrixShape, singular_values
@@ -221,8 +221,9 @@ def test_float32_and_float64_agree():
 
 
 def test_gram_path_matches_gesdd():
-    from core.spectrum import uses_gram
     import scipy.linalg
+
+    from core.spectrum import uses_gram
 
     W = np.random.default_rng(3).standard_normal((1024, 3072)).astype(np.float32)
     assert uses_gram(MatrixShape(*W.shape)) and not uses_gram(MatrixShape(768, 768))

@@ -6,17 +6,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from conftest import planted
+from safetensors.torch import load_file
+
 from core.checkpoint import open_checkpoint
 from core.errors import EvaluationError, OutputExistsError, RmtError
-from core.evaluation import (MnistEvaluator, builtin_evaluator_for, evaluate_truncations, load_evaluator,
-                             parse_ranks, sweep_layer)
+from core.evaluation import (
+    MnistEvaluator,
+    builtin_evaluator_for,
+    evaluate_truncations,
+    load_evaluator,
+    parse_ranks,
+    sweep_layer,
+)
 from core.paths import DEFAULT_DEMO_MODEL, DEMO_DIR
-from core.scan import CancelToken, Cancelled, analyse_checkpoint
-from core.truncation import (export_safetensors, full_factors, resolve_ranks, top_factors, truncate_checkpoint,
-                             truncate_matrix)
+from core.scan import Cancelled, CancelToken, analyse_checkpoint
+from core.truncation import (
+    export_safetensors,
+    full_factors,
+    resolve_ranks,
+    top_factors,
+    truncate_checkpoint,
+    truncate_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +135,8 @@ def test_evaluate_truncations_reports_each_method(demo, small_eval):
     for m in ("bema", "broadening"):
         o = rep.outcomes[m]
         assert 0.5 < o.accuracy <= 1.0
-        assert o.ranks["fc1.weight"] == next(r for r in results if r.layer.name == "fc1.weight").analysis.methods[m].rank
+        fc1 = next(r for r in results if r.layer.name == "fc1.weight")
+        assert o.ranks["fc1.weight"] == fc1.analysis.methods[m].rank
         assert o.params_saved > 0 and o.mean_avew is not None
     assert ticks[0][:2] == (0, 3) and ticks[-1][:2] == (3, 3)
     token = CancelToken()
@@ -177,4 +190,5 @@ def test_tiny_training_script_runs(tmp_path):
     assert ck.metadata["rmt_tui.evaluator"] == "mnist-mlp"
     with np.load(tmp_path / "mnist_test.npz") as z:
         assert z["images"].shape == (10000, 784) and z["images"].dtype == np.uint8
-    assert np.array_equal(np.load(tmp_path / "mnist_test.npz")["labels"], np.load(DEMO_DIR / "mnist_test.npz")["labels"])
+    with np.load(tmp_path / "mnist_test.npz") as new, np.load(DEMO_DIR / "mnist_test.npz") as shipped:
+        assert np.array_equal(new["labels"], shipped["labels"])

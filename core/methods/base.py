@@ -8,7 +8,6 @@ import numpy as np
 
 from ..spectrum import MatrixShape
 
-
 # Fewer singular values than this leave no bulk to match or broaden: the MP law is an asymptotic
 # statement, and on a handful of values (a 10-way classifier head) it would call everything noise.
 MIN_P = 30
