@@ -11,13 +11,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .analysis import MatrixAnalysis, MethodResult
 from .paths import cache_dir
 from .spectrum import MatrixShape
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = 2
 
@@ -25,6 +28,8 @@ FORMAT = 2
 def content_key(t: torch.Tensor, extra: str = "") -> str:
     """SHA-256 (hardware-accelerated on most CPUs) of the matrix's bytes, dtype and shape, and
     the view via ``extra``."""
+    import torch
+
     t = t.detach().cpu().contiguous()
     h = hashlib.sha256()
     h.update(f"{FORMAT}|{t.dtype}|{tuple(t.shape)}|{extra}".encode())

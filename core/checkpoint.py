@@ -16,12 +16,14 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .errors import CheckpointError, UnsafeCheckpointError
+
+if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
+    import torch
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 # Keys under which training checkpoints wrap the model's weights, in order of preference.
@@ -143,8 +145,13 @@ def _open_bytes(path: Path):
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+             "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "uint16": 2, "uint32": 4,
+             "uint64": 8}
+
+
 def _itemsize(dtype: str) -> int:
-    return torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    return _ITEMSIZE[dtype]
 
 
 def _torch_dtype_name(dt: torch.dtype) -> str:
@@ -199,6 +206,8 @@ class SafetensorsSource(_Source):
     def read(self, name: str) -> torch.Tensor:
         """One tensor, read with a plain file read into fresh memory (not mmap: mapped pages would
         stay resident and a full analysis would end up holding the whole file)."""
+        import torch
+
         shape, dtype = self._info[name]
         tdtype = getattr(torch, dtype)
         buf = torch.empty(int(np.prod(shape)) * _itemsize(dtype), dtype=torch.uint8)
@@ -237,6 +246,8 @@ def _find_globals(path: Path) -> list[str]:
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    import torch
+
     if isinstance(obj, torch.Tensor):
         out[prefix] = obj
     elif isinstance(obj, Mapping):
@@ -280,6 +291,8 @@ class TorchSource(_Source):
         self.metadata = {}
 
     def _load(self):
+        import torch
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -357,6 +370,8 @@ class NpzSource(_Source):
 
     def read(self, name):
         try:
+            import torch
+
             return torch.from_numpy(np.ascontiguousarray(self._z[name]))
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise CheckpointError(self.path, f"cannot read array {name!r} ({_first_line(exc)})") from None

@@ -5,7 +5,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
+
+# scipy is imported inside the functions that decompose: the app's UI process lists layers and
+# draws records without ever paying for it.
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,17 @@ def uses_gram(shape: MatrixShape) -> bool:
 def singular_values(w, device: str = "cpu") -> np.ndarray:
     """All p singular values, descending, as float64. Values only: no vectors are formed.
 
-    ``device="cuda"`` runs torch.linalg.svdvals on the GPU in float32.
+    ``device="cuda"`` runs torch.linalg.svdvals on the GPU in float32; ``"auto"`` picks it when a
+    GPU is present.
     """
+    if device == "auto":
+        from .device import resolve_device
+
+        device = resolve_device(device)
     if device != "cpu":
         return torch_singular_values(w, device)
+    import scipy.linalg
+
     a = as_float_matrix(w)
     if uses_gram(MatrixShape(*a.shape)):
         return np.sqrt(np.maximum(gram_eigenvalues(a)[::-1], 0.0))
@@ -86,6 +95,8 @@ GRAM_CHUNK_ROWS = 2048  # float64 copies of this many rows at a time, not of the
 def gram_eigenvalues(a: np.ndarray) -> np.ndarray:
     """Ascending eigenvalues of the p × p Gram matrix, accumulated in float64 over row blocks of
     the tall orientation (each block's BᵀB is a BLAS syrk)."""
+    import scipy.linalg
+
     tall = a if a.shape[0] >= a.shape[1] else a.T
     p = tall.shape[1]
     gram = np.zeros((p, p))

@@ -12,10 +12,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Tree
 from textual.worker import get_current_worker
 
+from core.checkpoint import Layer
 from core.errors import RmtError
-from core.evaluation import evaluate_truncations, sweep_layer
-from core.scan import AnalysisOptions, Cancelled, LayerResult, analyse_checkpoint, analyse_layer
+from core.scan import AnalysisOptions, Cancelled, LayerResult
 
+from .engine import InlineEngine, ProcessEngine
 from .messages import EvalDone, JobEnded, JobProgress, LayerAnalysed, SweepDone
 from .plots import VIEW_TITLES
 from .screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen
@@ -57,8 +58,12 @@ class RmtApp(App):
     ]
 
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
-                 conv_view: str = "reshape", evaluator_spec: str | None = None):
+                 conv_view: str = "reshape", evaluator_spec: str | None = None,
+                 engine: InlineEngine | ProcessEngine | None = None):
         super().__init__()
+        # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
+        # the child imports the numerics while the tree is being shown.
+        self.engine = engine or ProcessEngine()
         self.paths = [Path(p) for p in paths]
         self.options = options or AnalysisOptions()
         self.session = Session(conv_view, evaluator_spec)
@@ -76,6 +81,12 @@ class RmtApp(App):
                 yield ResultsPanel(id="panel")
                 yield ProgressBar(total=1, show_eta=False, id="progress", classes="idle")
         yield Footer(compact=True)
+
+    def _analyse(self, o: Opened, layer: Layer, job: Job) -> LayerResult:
+        return self.engine.analyse(o.path, self.session.conv_view, layer.name, self.options, job.token)
+
+    def on_unmount(self) -> None:
+        self.engine.close()
 
     def on_mount(self) -> None:
         errors = []
@@ -194,7 +205,7 @@ class RmtApp(App):
         layer = self.session.layer(key)
 
         def body(job: Job) -> None:
-            r = analyse_layer(o.ckpt, layer, self.options)
+            r = self._analyse(o, layer, job)
             if self._live(job):
                 self.post_message(LayerAnalysed(key, r))
 
@@ -210,7 +221,7 @@ class RmtApp(App):
             for i, (o, layer) in enumerate(todo):
                 job.token.check()
                 job.progress(i, len(todo), layer.name)
-                r = analyse_layer(o.ckpt, layer, self.options)
+                r = self._analyse(o, layer, job)
                 if not self._live(job):
                     return
                 self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
@@ -236,13 +247,16 @@ class RmtApp(App):
         layers = [self.session.layer(key)] if scope == "layer" else [l for l in o.ckpt.layers if l.analysable]
 
         def body(job: Job) -> None:
+            from core.evaluation import evaluate_truncations
+
             total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
             results = []
-            for r in analyse_checkpoint(o.ckpt, self.options, layers, cancel=job.token,
-                                        progress=job.stage(0, total, "analyse")):
+            for i, layer in enumerate(layers):
+                job.progress(i, total, f"analyse {layer.name}")
+                r = o.results.get(layer.name) or self._analyse(o, layer, job)
                 results.append(r)
-                if r.layer.name not in o.results and self._live(job):
-                    self.post_message(LayerAnalysed(LayerKey(o.index, r.layer.name), r))
+                if layer.name not in o.results and self._live(job):
+                    self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
             rep = evaluate_truncations(o.ckpt, results, evaluator, self.options.methods, cancel=job.token,
                                        progress=job.stage(len(layers), total, "evaluate"))
             if self._live(job):
@@ -265,7 +279,9 @@ class RmtApp(App):
         layer = self.session.layer(key)
 
         def body(job: Job) -> None:
-            r = analyse_layer(o.ckpt, layer, self.options)
+            from core.evaluation import sweep_layer
+
+            r = o.results.get(layer.name) or self._analyse(o, layer, job)
             rep = sweep_layer(o.ckpt, r, evaluator, progress=job.progress, cancel=job.token)
             if self._live(job):
                 self.post_message(SweepDone(key, rep))

@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def analysis_options(args):
+def analysis_options(args, resolve_auto: bool = True):
+    """The analysis options from the command line. The app leaves ``--device auto`` for its
+    analysis process to resolve, so that starting it does not wait for torch to import."""
     from core.device import resolve_device
     from core.methods import METHODS
     from core.scan import AnalysisOptions
@@ -109,7 +111,8 @@ def analysis_options(args):
         raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(METHODS)}")
     params = {"bema": {"alpha": args.alpha, "beta": args.beta}, "broadening": {"a": args.width, "delta": args.delta}}
     opts = AnalysisOptions.make(methods, {m: params[m] for m in methods}, weighting=args.weighting,
-                                device=resolve_device(args.device), use_cache=not args.no_cache)
+                                device=resolve_device(args.device) if resolve_auto or args.device != "auto" else "auto",
+                                use_cache=not args.no_cache)
     try:
         opts.method_objects()
     except ValueError as exc:
@@ -286,7 +289,7 @@ def cmd_app(args) -> int:
 
     from .app import RmtApp
 
-    opts = analysis_options(args)
+    opts = analysis_options(args, resolve_auto=False)
     paths = [Path(p) for p in args.paths] or [DEFAULT_DEMO_MODEL]
     RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=args.evaluator).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its

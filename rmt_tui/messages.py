@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from core.evaluation import EvalReport, SweepReport
 from core.scan import LayerResult
 
 from .session import Job, LayerKey
+
+if TYPE_CHECKING:
+    from core.evaluation import EvalReport, SweepReport
 
 
 @dataclass

@@ -3,11 +3,15 @@
 state, so these functions run on the UI thread only."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import plotext as plt
 
 from core.analysis import MatrixAnalysis
-from core.evaluation import SweepReport
 from core.plotdata import histogram_data, linear_ticks, values_data
+
+if TYPE_CHECKING:
+    from core.evaluation import SweepReport
 
 # One colour and one marker per method, so the legend reads with or without colour.
 STYLE = {"bema": ("red", "•", "BEMA"), "broadening": ("cyan", "+", "GB")}

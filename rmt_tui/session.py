@@ -6,11 +6,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.checkpoint import Checkpoint, Layer, open_checkpoint
 from core.errors import EvaluationError, RmtError
-from core.evaluation import EvalReport, Evaluator, SweepReport, builtin_evaluator_for, load_evaluator
 from core.scan import CancelToken, LayerResult
+
+if TYPE_CHECKING:  # evaluation pulls in torch: imported when first used, not at start-up
+    from core.evaluation import EvalReport, Evaluator, SweepReport
 
 ALL_LAYERS = "*"  # the key of an evaluation over every analysed layer
 
@@ -85,6 +88,8 @@ class Session:
         return self.opened[key.ckpt].results.get(key.name)
 
     def evaluator(self, o: Opened) -> tuple[str, Evaluator]:
+        from core.evaluation import builtin_evaluator_for, load_evaluator
+
         if o.evaluator is None:
             if self.evaluator_spec:
                 o.evaluator = (self.evaluator_spec, load_evaluator(self.evaluator_spec))

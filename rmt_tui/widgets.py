@@ -1,6 +1,8 @@
 """The app's three panes: the layer tree, the spectrum plot and the results panel."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -10,11 +12,13 @@ from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
 from core.checkpoint import Layer
-from core.evaluation import EvalReport, SweepReport
 from core.scan import LayerResult
 
 from .plots import VIEWS, draw_histogram, draw_sweep, draw_values, style
 from .session import ALL_LAYERS, LayerKey, Opened
+
+if TYPE_CHECKING:
+    from core.evaluation import EvalReport, SweepReport
 
 METHOD_ORDER = ("bema", "broadening")
 

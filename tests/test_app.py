@@ -10,6 +10,7 @@ from core.checkpoint import open_checkpoint
 from core.paths import DEFAULT_DEMO_MODEL
 from core.scan import analyse_checkpoint
 from rmt_tui.app import RmtApp
+from rmt_tui.engine import InlineEngine
 from rmt_tui.messages import LayerAnalysed
 from rmt_tui.plots import VIEWS
 from rmt_tui.screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen
@@ -35,21 +36,20 @@ def leaf_text(app, name, ckpt=0) -> str:
     return str(app.query_one(LayerTree).leaves[LayerKey(ckpt, name)].label)
 
 
-@pytest.fixture
-def many_layers(tmp_path, monkeypatch):
-    """Twelve layers, each analysis slowed to 0.2 s, so a cancel or a quit lands mid-way."""
-    import rmt_tui.app as app_module
+class SlowEngine(InlineEngine):
+    """The real analysis, in the worker thread, slowed to 0.2 s a layer so a cancel or a quit lands mid-way."""
 
+    def analyse(self, *args, **kw):
+        time.sleep(0.2)
+        return super().analyse(*args, **kw)
+
+
+@pytest.fixture
+def many_layers(tmp_path):
+    """Twelve 300×200 layers."""
     g = torch.Generator().manual_seed(0)
     path = tmp_path / "many.safetensors"
     save_file({f"blocks.{i}.weight": torch.randn(300, 200, generator=g) for i in range(12)}, str(path))
-    real = app_module.analyse_layer
-
-    def slow(*a, **k):
-        time.sleep(0.2)
-        return real(*a, **k)
-
-    monkeypatch.setattr(app_module, "analyse_layer", slow)
     return path
 
 
@@ -95,7 +95,7 @@ async def test_navigation_analyse_all_and_views():
 
 
 async def test_cancel_stops_analyse_all_and_never_paints_stale_results(many_layers):
-    app = RmtApp([many_layers])
+    app = RmtApp([many_layers], engine=SlowEngine())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         await pilot.press("a")
@@ -170,7 +170,7 @@ async def test_find_help_and_palette():
 
 
 async def test_quit_asks_while_work_runs_and_exits_promptly(many_layers):
-    app = RmtApp([many_layers])
+    app = RmtApp([many_layers], engine=SlowEngine())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         await pilot.press("a")

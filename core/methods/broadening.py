@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from ..mp import MarchenkoPastur
 from ..spectrum import MatrixShape
@@ -35,6 +34,8 @@ def broadened_density(levels: np.ndarray, a: int, grid: np.ndarray) -> np.ndarra
 
 def fit_sigma(levels: np.ndarray, c: float, a: int) -> float:
     """Least-squares σ of the MP ν-density against the broadened density of ``levels``."""
+    from scipy.optimize import minimize_scalar  # here, not at import: see core/spectrum.py
+
     grid = np.linspace(levels[0], levels[-1], GRID_POINTS)
     target = broadened_density(levels, a, grid)
     unit = MarchenkoPastur(c).singular_values(1.0)  # the ν-law for σ = 1; for σ: ρ_σ(x) = ρ_1(x/σ)/σ
