@@ -86,9 +86,11 @@ def peak_memory(path: Path, device: str) -> dict:
     code = f"""
 import sys, json
 sys.path.insert(0, {str(ROOT)!r})
-import torch, scipy.linalg, numpy
+import numpy, torch
+from core.analysis import analyse_matrix
 from core.checkpoint import open_checkpoint
 from core.scan import AnalysisOptions, analyse_checkpoint
+analyse_matrix(numpy.random.default_rng(0).standard_normal((64, 48)))  # every lazy import, done
 
 def status(field):
     for line in open("/proc/self/status"):
