@@ -243,7 +243,9 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(tmp_path):
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-m", "rmt_tui.cli", "truncate", str(src / "big.safetensors"),
                              "--method", "bema", "-o", str(out)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RMT_TUI_CACHE_DIR": str(cache)})
+                            env={**os.environ, "RMT_TUI_CACHE_DIR": str(cache)},
+                            # A runner started in the background inherits SIGINT ignored; a user's shell does not.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not list(cache.rglob("*.npy")) and time.monotonic() < deadline:  # the first layer is done
         time.sleep(0.05)

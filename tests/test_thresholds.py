@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import planted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.analysis import analyse_matrix, analyse_spectrum
 from core.cosines import squared_cosines
@@ -259,3 +261,17 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(RmtError):
         resolve_device("tpu")
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(40, 160), n=st.integers(40, 160), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16))
+def test_property_orientation_and_scale_invariance(m, n, scale, seed):
+    W = np.random.default_rng(seed).standard_normal((m, n))
+    base = analyse_matrix(W).methods
+    for other, k in ((analyse_matrix(W.T).methods, 1.0), (analyse_matrix(W * scale).methods, scale)):
+        for name, r in base.items():
+            o = other[name]
+            assert o.rank == r.rank and o.reason == r.reason
+            if r.ok:
+                assert o.sigma2 == pytest.approx(r.sigma2 * k * k, rel=1e-6)
+                assert o.threshold == pytest.approx(r.threshold * k, rel=1e-6)
