@@ -69,6 +69,8 @@ class SpectrumCache:
         return self._doc_path(key, cfg).is_file() and self._sv_path(key).is_file()
 
     def load(self, key: str, shape: MatrixShape, cfg: str) -> MatrixAnalysis | None:
+        if not self.has(key, cfg):  # the common miss, without an exception
+            return None
         try:
             sv = np.load(self._sv_path(key), allow_pickle=False)
             doc = json.loads(self._doc_path(key, cfg).read_text())

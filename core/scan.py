@@ -80,58 +80,34 @@ def select_layers(ckpt: Checkpoint, patterns: Iterable[str] | None = None) -> li
     return [l for l in ckpt.layers if any(fnmatchcase(l.name, p) or fnmatchcase(l.tensor, p) for p in pats)]
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """The I/O half of an analysis: the layer's matrix (None when a cached result makes reading it
-    unnecessary, or when the layer has no matrix view) and its content key."""
-
-    layer: Layer
-    matrix: object = None
-    key: str | None = None
-
-
-def _prepare(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions, cache: SpectrumCache | None) -> _Prepared:
-    if not layer.analysable:
-        return _Prepared(layer)
-    if cache is None:
-        return _Prepared(layer, ckpt.matrix(layer))
-    # An unchanged file maps straight to its content key; if that key's analysis is cached
-    # for these options, the tensor is not even read.
-    fingerprint = ckpt.fingerprint(layer)
-    key = cache.content_key_for(fingerprint)
-    if key is not None and cache.has(key, _config(options)):
-        return _Prepared(layer, None, key)
-    w = ckpt.matrix(layer)
-    key = content_key(w, extra=f"pos={layer.position}")
-    cache.remember_key(fingerprint, key)
-    return _Prepared(layer, w, key)
-
-
 @lru_cache(maxsize=64)
 def _config(options: AnalysisOptions) -> str:
     return config_key(options.method_objects(), options.weighting)
 
 
-def _finish(ckpt: Checkpoint, prep: _Prepared, options: AnalysisOptions, cache: SpectrumCache | None) -> LayerResult:
-    layer = prep.layer
-    if not layer.analysable:
-        return LayerResult(layer, None)
-    shape = MatrixShape(*layer.matrix)
-    if cache is not None and (prep.matrix is None or cache.has(prep.key, _config(options))):
-        hit = cache.load(prep.key, shape, _config(options))
-        if hit is not None:
-            return LayerResult(layer, hit)
-    w = prep.matrix if prep.matrix is not None else ckpt.matrix(layer)
-    a = analyse_matrix(w, options.method_objects(), options.weighting, options.device)
-    if cache is not None:
-        cache.store(prep.key, _config(options), a)
-    return LayerResult(layer, a)
-
-
 def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = AnalysisOptions(),
                   cache: SpectrumCache | None = None) -> LayerResult:
+    if not layer.analysable:
+        return LayerResult(layer, None)
     cache = cache if cache is not None else (SpectrumCache() if options.use_cache else None)
-    return _finish(ckpt, _prepare(ckpt, layer, options, cache), options, cache)
+    if cache is None:
+        return LayerResult(layer, analyse_matrix(ckpt.matrix(layer), options.method_objects(), options.weighting,
+                                                 options.device))
+    shape, cfg = MatrixShape(*layer.matrix), _config(options)
+    # An unchanged file maps straight to its content key, so a cached analysis is found without
+    # reading the tensor at all.
+    fingerprint = ckpt.fingerprint(layer)
+    key = cache.content_key_for(fingerprint)
+    if key is not None and (hit := cache.load(key, shape, cfg)) is not None:
+        return LayerResult(layer, hit)
+    w = ckpt.matrix(layer)
+    key = content_key(w, extra=f"pos={layer.position}")
+    cache.remember_key(fingerprint, key)
+    if (hit := cache.load(key, shape, cfg)) is not None:  # the same bytes seen in another file
+        return LayerResult(layer, hit)
+    a = analyse_matrix(w, options.method_objects(), options.weighting, options.device)
+    cache.store(key, cfg, a)
+    return LayerResult(layer, a)
 
 
 def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOptions(),
@@ -149,6 +125,6 @@ def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOpti
             cancel.check()
         if progress:
             progress(i, len(todo), layer.name)
-        yield _finish(ckpt, _prepare(ckpt, layer, options, cache), options, cache)
+        yield analyse_layer(ckpt, layer, options, cache)
     if progress:
         progress(len(todo), len(todo), "")
