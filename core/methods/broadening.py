@@ -11,7 +11,7 @@ from ..mp import MarchenkoPastur
 from ..spectrum import MatrixShape
 from .base import MIN_P, NotApplicable, Threshold, count_above
 
-GRID_POINTS = 400
+GRID_POINTS = 256
 MAX_PASSES = 6
 
 
@@ -51,7 +51,7 @@ def fit_sigma(levels: np.ndarray, c: float, a: int) -> float:
     i = int(np.argmin(scan_losses))
     lo, hi = math.log(scan[max(i - 1, 0)]), math.log(scan[min(i + 1, scan.size - 1)])
     res = minimize_scalar(lambda v: float(losses(np.array([math.exp(v)]))[0]), bounds=(lo, hi),
-                          method="bounded", options={"xatol": 1e-10})
+                          method="bounded", options={"xatol": 1e-7})
     return math.exp(res.x) if res.fun <= scan_losses[i] else float(scan[i])
 
 
