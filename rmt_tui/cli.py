@@ -36,7 +36,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", action="append", metavar="GLOB", help="only layers matching GLOB (repeatable)")
     g.add_argument("--alpha", type=float, default=0.2, help="BEMA bulk trimming α (default: %(default)s)")
     g.add_argument("--beta", type=float, default=0.1,
-                   help="BEMA Tracy–Widom tail probability β: 0.1, 0.05 or 0.01 (default: %(default)s)")
+                   help="BEMA Tracy–Widom tail probability β in [0.001, 0.5] (default: %(default)s)")
     g.add_argument("--width", type=int, default=4, help="broadening neighbour count a (default: %(default)s)")
     g.add_argument("--delta", type=float, default=0.02, help="broadening outlier margin δ (default: %(default)s)")
     g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform",

@@ -119,7 +119,7 @@ def test_layers_glob_and_methods(tmp_path, capsys):
     assert list(doc["layers"][0]["methods"]) == ["bema"] and doc["options"]["params"]["bema"]["beta"] == 0.01
     assert run(capsys, "report", str(ck), "--layers", "nomatch*")[0] == EXIT_USAGE
     assert run(capsys, "report", str(ck), "--methods", "bogus")[0] == EXIT_USAGE
-    assert run(capsys, "report", str(ck), "--beta", "0.3")[0] == EXIT_USAGE
+    assert run(capsys, "report", str(ck), "--beta", "0.7")[0] == EXIT_USAGE
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -44,8 +44,13 @@ def test_parameters_are_validated():
         MarchenkoPastur(0.5).ppf(1.2)
 
 
-def test_tracy_widom_table():
+def test_tracy_widom_table_and_painleve_computation():
+    from core.mp import _tw1_quantile
+
     assert tracy_widom_quantile(0.9) == 0.450143
-    assert set(TRACY_WIDOM_1) == {0.9, 0.95, 0.99}
+    for level, t in TRACY_WIDOM_1.items():  # the computed law reproduces the SPEC's table
+        assert _tw1_quantile(level) == pytest.approx(t, abs=1e-6)
+    assert tracy_widom_quantile(0.5) == pytest.approx(-1.2686, abs=1e-3)  # the TW1 median
+    assert tracy_widom_quantile(0.8) < tracy_widom_quantile(0.9) < tracy_widom_quantile(0.95)
     with pytest.raises(ValueError):
-        tracy_widom_quantile(0.8)
+        tracy_widom_quantile(1.0)

@@ -203,7 +203,8 @@ def test_parameters_are_settable_and_validated():
     assert strict.threshold > loose.threshold
     assert Bema(alpha=0.1).fit(sv, sh).sigma2 != pytest.approx(loose.sigma2, rel=1e-9)
     assert Broadening(a=8, delta=0.05).fit(sv, sh).rank == 1
-    for bad in [dict(alpha=0.6), dict(beta=0.3)]:
+    assert Bema(beta=0.2).fit(sv, sh).threshold < loose.threshold  # any β: TW quantile computed
+    for bad in [dict(alpha=0.6), dict(beta=0.7), dict(beta=0.0)]:
         with pytest.raises(ValueError):
             Bema(**bad)
     with pytest.raises(ValueError):

@@ -35,7 +35,8 @@ class Bema:
     def __post_init__(self):
         if not 0.0 <= self.alpha < 0.5:
             raise ValueError(f"BEMA alpha must be in [0, 0.5), got {self.alpha}")
-        tracy_widom_quantile(1.0 - self.beta)  # validates beta
+        if not 0.001 <= self.beta <= 0.5:
+            raise ValueError(f"BEMA beta (the edge's tail probability) must be in [0.001, 0.5], got {self.beta}")
 
     def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         p, N, c = shape.p, shape.N, shape.c
