@@ -44,17 +44,20 @@ class RmtApp(App):
     ProgressBar.idle { display: none; }
     """
     BINDINGS = [
-        Binding("a", "analyse_all", "Analyse", tooltip="analyse every layer (values only, cached)"),
+        Binding("a", "analyse_all", "Analyse", tooltip="analyse every layer (values only, cached)", id="analyse_all"),
         Binding("e", "evaluate('layer')", "Eval", tooltip="truncate the selected layer to each method's ŝ "
-                "and evaluate (accuracy, params saved)"),
-        Binding("E", "evaluate('all')", "Eval all", tooltip="truncate every layer to each method's ŝ and evaluate"),
-        Binding("s", "sweep", "Sweep", tooltip="accuracy and Avew against the kept rank of the selected layer"),
-        Binding("v", "cycle_view", "View", tooltip="cycle the plot: histogram + MP fits, sorted values, sweep"),
-        Binding("slash", "find", "Find", tooltip="find a layer by name"),
-        Binding("o", "open", "Open", show=False, tooltip="open another checkpoint"),
-        Binding("escape", "cancel", "Cancel", tooltip="cancel running work"),
-        Binding("question_mark", "help", "Help", tooltip="this help"),
-        Binding("q", "quit", "Quit", tooltip="quit (asks first while work runs)"),
+                "and evaluate (accuracy, params saved)", id="evaluate_layer"),
+        Binding("E", "evaluate('all')", "Eval all", id="evaluate_all",
+                tooltip="truncate every layer to each method's ŝ and evaluate"),
+        Binding("s", "sweep", "Sweep", id="sweep",
+                tooltip="accuracy and Avew against the kept rank of the selected layer"),
+        Binding("v", "cycle_view", "View", id="cycle_view",
+                tooltip="cycle the plot: histogram + MP fits, sorted values, sweep"),
+        Binding("slash", "find", "Find", tooltip="find a layer by name", id="find"),
+        Binding("o", "open", "Open", show=False, tooltip="open another checkpoint", id="open"),
+        Binding("escape", "cancel", "Cancel", tooltip="cancel running work", id="cancel"),
+        Binding("question_mark", "help", "Help", tooltip="this help", id="help"),
+        Binding("q", "quit", "Quit", tooltip="quit (asks first while work runs)", id="quit"),
     ]
 
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
