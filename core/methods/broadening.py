@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -32,6 +33,12 @@ def broadened_density(levels: np.ndarray, a: int, grid: np.ndarray) -> np.ndarra
     return z.dot(inv_w.astype(np.float32)).astype(np.float64) / (p * math.sqrt(2.0 * math.pi))
 
 
+@lru_cache(maxsize=256)
+def _unit_median(c: float) -> float:
+    """Median of ν = s/√N for σ = 1 (a Newton solve; models repeat a few shapes)."""
+    return float(MarchenkoPastur(c).singular_values(1.0).ppf(0.5))
+
+
 def fit_sigma(levels: np.ndarray, c: float, a: int) -> float:
     """Least-squares σ of the MP ν-density against the broadened density of ``levels``."""
     from scipy.optimize import minimize_scalar  # here, not at import: see core/spectrum.py
@@ -45,7 +52,7 @@ def fit_sigma(levels: np.ndarray, c: float, a: int) -> float:
         return np.sum((unit.pdf(grid[None, :] / s) / s - target) ** 2, axis=1)
 
     # Start from the median (robust to outliers), scan coarsely, then refine in the best cell.
-    center = float(np.median(levels)) / float(unit.ppf(0.5))
+    center = float(np.median(levels)) / _unit_median(c)
     scan = center * np.geomspace(0.4, 2.5, 61)
     scan_losses = losses(scan)
     i = int(np.argmin(scan_losses))
