@@ -319,3 +319,38 @@ def test_warm_cache_skips_reading_unchanged_files_and_notices_changes(tmp_path, 
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
     changed = list(analyse_checkpoint(open_checkpoint(p)))[0].analysis
     assert changed.sv == pytest.approx(3 * cold.sv, rel=1e-5)
+
+
+_NAMES = st.lists(st.from_regex(r"[a-z]{1,5}(\.[0-9]{1,2})?\.(weight|bias)", fullmatch=True), min_size=1, max_size=5,
+                  unique=True)
+_SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=_NAMES, shapes=st.lists(_SHAPES, min_size=5, max_size=5),
+       fmt=st.sampled_from(["pt", "safetensors", "npz", "wrapped"]),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]))
+def test_property_every_format_lists_what_was_saved(tmp_path, names, shapes, fmt, dtype):
+    g = torch.Generator().manual_seed(0)
+    sd = {n: torch.randn(s, generator=g).to(dtype) for n, s in zip(names, shapes)}
+    if fmt == "npz":
+        sd = {k: v.float() for k, v in sd.items()}  # numpy has no bfloat16
+    path = tmp_path / f"m.{'pt' if fmt == 'wrapped' else fmt}"
+    if fmt == "safetensors":
+        save_file(sd, str(path))
+    elif fmt == "npz":
+        np.savez(path, **{k: v.numpy() for k, v in sd.items()})
+    else:
+        torch.save({"model_state": sd, "optimizer": {"lr": 0.1}} if fmt == "wrapped" else sd, path)
+    ck = open_checkpoint(path)
+    assert sorted(ck.tensors) == sorted(sd)
+    for name, t in sd.items():
+        shape, dt = ck.tensors[name]
+        assert shape == tuple(t.shape) and dt == str(t.dtype).removeprefix("torch.")
+        assert torch.equal(ck.tensor(name), t)
+    for layer in ck.layers:
+        assert (layer.matrix is None) == (layer.reason is not None)
+        if len(layer.shape) >= 2 and min(layer.shape[0], int(np.prod(layer.shape[1:]))) >= 2:
+            assert layer.matrix == (layer.shape[0], int(np.prod(layer.shape[1:])))
+    if fmt in ("pt", "wrapped"):
+        assert list(ck.tensors) == list(sd)  # pickles keep the saved order
