@@ -9,20 +9,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-MODAL_CSS = """
-ModalScreen { align: center middle; }
-ModalScreen > Vertical { width: 80%; max-width: 90; height: auto; max-height: 90%;
-                         border: round $accent; padding: 0 1; background: $surface; }
-ModalScreen OptionList { height: auto; max-height: 14; }
-ModalScreen .error { color: $error; }
-"""
+
+class Dialog(ModalScreen):
+    """A centred, bordered box over the app. Unscoped CSS so the rules reach every dialog subclass."""
+
+    SCOPED_CSS = False
+    DEFAULT_CSS = """
+    Dialog { align: center middle; }
+    Dialog > Vertical { width: 80%; max-width: 100; height: auto; max-height: 90%;
+                        border: round $accent; padding: 0 1; background: $surface; }
+    Dialog OptionList { height: auto; max-height: 14; }
+    Dialog VerticalScroll { height: auto; max-height: 20; }
+    Dialog .error { color: $error; }
+    """
 
 
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = MODAL_CSS
+class HelpScreen(Dialog):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
     def __init__(self, rows: list[tuple[str, str]]):
@@ -36,16 +41,17 @@ class HelpScreen(ModalScreen[None]):
         for keys, what in self.rows:
             t.add_row(keys, what)
         with Vertical():
-            yield Label(Text("rmt-tui keys", style="bold"))
+            yield Static(Text("rmt-tui keys", style="bold"))
             with VerticalScroll():
                 yield Static(t)
-            yield Label(Text("esc closes · mouse optional · NO_COLOR respected", style="dim"))
+            yield Static(Text("tree: B97 G186 = ŝ kept by BEMA / broadening · ⚠ poor MP fit (KS > 0.10) · "
+                              "– not analysed (select it for the reason)"))
+            yield Static(Text("esc closes · mouse optional · NO_COLOR respected", style="dim"))
 
 
-class FindScreen(ModalScreen[str | None]):
+class FindScreen(Dialog):
     """Type part of a layer name (or a glob); enter jumps to the highlighted match."""
 
-    DEFAULT_CSS = MODAL_CSS
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("down", "down", show=False),
                 Binding("up", "up", show=False)]
     LIMIT = 200
@@ -56,7 +62,7 @@ class FindScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("find a layer (substring or glob, enter to jump)")
+            yield Static("find a layer (substring or glob, enter to jump)")
             yield Input(placeholder="e.g. fc1 or *.weight", id="query")
             yield OptionList(id="matches")
 
@@ -98,10 +104,9 @@ class FindScreen(ModalScreen[str | None]):
         self.query_one(OptionList).action_cursor_up()
 
 
-class OpenScreen(ModalScreen[str | None]):
+class OpenScreen(Dialog):
     """Ask for a checkpoint path; the app validates it and shows any error here."""
 
-    DEFAULT_CSS = MODAL_CSS
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, error: str | None = None, value: str = ""):
@@ -110,23 +115,22 @@ class OpenScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("open a checkpoint: file (.safetensors .pt .pth .bin .npz) or model folder")
+            yield Static("open a checkpoint: file (.safetensors .pt .pth .bin .npz) or model folder")
             yield Input(value=self.value, placeholder="path", id="path")
-            yield Label(self.error or "", classes="error", id="open-error")
+            yield Static(self.error or "", classes="error", id="open-error")
 
     def on_mount(self) -> None:
         self.query_one(Input).cursor_blink = False
 
     def show_error(self, message: str) -> None:
-        self.query_one("#open-error", Label).update(message)
+        self.query_one("#open-error", Static).update(message)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
             self.app.open_from_screen(self, event.value.strip())
 
 
-class ConfirmQuit(ModalScreen[bool]):
-    DEFAULT_CSS = MODAL_CSS
+class ConfirmQuit(Dialog):
     BINDINGS = [Binding("y,q", "dismiss(True)", "Quit"), Binding("n,escape", "dismiss(False)", "Stay")]
 
     def __init__(self, running: list[str]):
@@ -135,5 +139,5 @@ class ConfirmQuit(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(Text("Work is running: " + ", ".join(self.running), style="bold"))
-            yield Label("Quit anyway? It is cancelled and nothing partial is saved.  [y]es / [n]o")
+            yield Static(Text("Work is running: " + ", ".join(self.running), style="bold"))
+            yield Static("Quit anyway? It is cancelled and nothing partial is saved.  [y]es / [n]o")
