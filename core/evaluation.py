@@ -181,10 +181,14 @@ def parse_ranks(text: str, p: int) -> list[int]:
             start, stop, step = start or 0, p if stop is None else min(stop, p), step or max(1, p // 16)
             if step <= 0:
                 raise ValueError
-            return sorted(set(range(start, stop + 1, step)) | ({stop} if stop >= start else set()))
-        return sorted({min(int(v), p) for v in text.split(",") if v.strip()})
+            ranks = sorted(set(range(start, stop + 1, step)) | ({stop} if stop >= start else set()))
+        else:
+            ranks = sorted({min(int(v), p) for v in text.split(",") if v.strip()})
+        if not ranks or ranks[0] < 0:
+            raise ValueError
+        return ranks
     except ValueError:
-        raise EvaluationError(f"bad rank list {text!r}: use START:STOP:STEP or k1,k2,…") from None
+        raise EvaluationError(f"bad rank list {text!r}: use START:STOP:STEP or k1,k2,… with 0 ≤ k ≤ p = {p}") from None
 
 
 def sweep_layer(ckpt: Checkpoint, result: LayerResult, evaluator: Evaluator, ranks: Sequence[int] | None = None,

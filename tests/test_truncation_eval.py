@@ -161,8 +161,9 @@ def test_sweep_end_points(demo, small_eval):
 def test_parse_ranks():
     assert parse_ranks("0:100:25", 80) == [0, 25, 50, 75, 80]
     assert parse_ranks("3,1,500", 64) == [1, 3, 64]
-    with pytest.raises(EvaluationError):
-        parse_ranks("a:b", 10)
+    for bad in ("a:b", "50:10", "-3,4", ""):
+        with pytest.raises(EvaluationError):
+            parse_ranks(bad, 10)
 
 
 def test_user_evaluators(tmp_path, demo):
