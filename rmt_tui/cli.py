@@ -172,10 +172,6 @@ def pick_evaluator(args, ckpt):
     return ev.name, ev
 
 
-def fmt(x, spec=".4g") -> str:
-    return "–" if x is None else format(x, spec)
-
-
 def write_json(doc) -> None:
     json.dump(doc, sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")

@@ -8,22 +8,23 @@ from typing import TYPE_CHECKING
 import plotext as plt
 
 from core.analysis import MatrixAnalysis
+from core.methods import short_label
 from core.plotdata import histogram_data, linear_ticks, values_data
 
 if TYPE_CHECKING:
     from core.evaluation import SweepReport
 
 # One colour and one marker per method, so the legend reads with or without colour.
-STYLE = {"bema": ("red", "•", "BEMA"), "broadening": ("cyan", "+", "GB")}
-DEFAULT_STYLE = ("magenta", "x", None)
+STYLE = {"bema": ("red", "•"), "broadening": ("cyan", "+")}
+DEFAULT_STYLE = ("magenta", "x")
 VIEWS = ("histogram", "values", "sweep")
 VIEW_TITLES = {"histogram": "histogram of s + MP fits", "values": "sorted singular values (log)",
                "sweep": "accuracy and Avew vs kept rank"}
 
 
 def style(method: str):
-    color, marker, label = STYLE.get(method, DEFAULT_STYLE)
-    return color, marker, label or method
+    color, marker = STYLE.get(method, DEFAULT_STYLE)
+    return color, marker, short_label(method)
 
 
 LEGEND_MIN_HEIGHT = 16  # below this the legend would cover the data; the results panel keys the markers

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.checkpoint import Checkpoint, Layer, open_checkpoint
-from core.errors import EvaluationError, RmtError
+from core.errors import EvaluationError
 from core.scan import CancelToken, LayerResult
 
 if TYPE_CHECKING:  # evaluation pulls in torch: imported when first used, not at start-up
@@ -124,4 +124,3 @@ class Session:
         return labels
 
 
-__all__ = ["ALL_LAYERS", "Job", "LayerKey", "Opened", "Session", "RmtError"]

@@ -16,15 +16,12 @@ from core.scan import LayerResult
 
 from .plots import VIEWS, draw_histogram, draw_sweep, draw_values, style
 from .session import ALL_LAYERS, LayerKey, Opened
+from .tables import fmt
 
 if TYPE_CHECKING:
     from core.evaluation import EvalReport, SweepReport
 
 METHOD_ORDER = ("bema", "broadening")
-
-
-def _f(x, spec=".4g") -> str:
-    return "–" if x is None else format(x, spec)
 
 
 def rank_marks(result: LayerResult | None) -> Text:
@@ -36,7 +33,7 @@ def rank_marks(result: LayerResult | None) -> Text:
         return Text(" –", style="dim")
     for m, r in result.analysis.methods.items():
         label = style(m)[2][0]
-        t.append(f" {label}{_f(r.rank, 'd') if r.ok else '–'}", style="bold" if r.ok else "dim")
+        t.append(f" {label}{fmt(r.rank, 'd') if r.ok else '–'}", style="bold" if r.ok else "dim")
         if r.poor_fit:
             t.append("⚠", style="yellow")
     return t
@@ -170,7 +167,7 @@ class ResultsPanel(Static):
         sh = a.shape
         view = f"matrix {sh.m}×{sh.n}" + (" (conv reshaped: out × in·kh·kw)" if layer.kind == "conv"
                                             and layer.position is None else "")
-        head.append(f"\n{view}\np={sh.p}  N={sh.N}  c={sh.c:.3g}  s_max={_f(a.sv_max)}")
+        head.append(f"\n{view}\np={sh.p}  N={sh.N}  c={sh.c:.3g}  s_max={fmt(a.sv_max, '.4g')}")
         t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         t.add_column("")
         methods = [m for m in METHOD_ORDER if m in a.methods] + [m for m in a.methods if m not in METHOD_ORDER]
@@ -183,7 +180,7 @@ class ResultsPanel(Static):
             cells = []
             for m in methods:
                 r = a.methods[m]
-                cell = Text(_f(getattr(r, field), spec))
+                cell = Text(fmt(getattr(r, field), spec))
                 if field == "ks" and r.poor_fit:
                     cell.append(" ⚠ poor", style="yellow")
                 cells.append(cell)

@@ -9,6 +9,11 @@ METHODS: dict[str, type] = {Bema.name: Bema, Broadening.name: Broadening}
 DEFAULT_METHODS = tuple(METHODS)
 
 
+def short_label(name: str) -> str:
+    """A method's short label ("BEMA", "GB"); the name itself for an unknown method."""
+    return METHODS[name].short if name in METHODS else name
+
+
 def make_methods(names=DEFAULT_METHODS, **params) -> list[ThresholdMethod]:
     """Instantiate methods by name; ``params`` maps a method name to its keyword arguments."""
     out = []
@@ -19,5 +24,5 @@ def make_methods(names=DEFAULT_METHODS, **params) -> list[ThresholdMethod]:
     return out
 
 
-__all__ = ["METHODS", "DEFAULT_METHODS", "make_methods", "NotApplicable", "Threshold", "ThresholdMethod",
+__all__ = ["METHODS", "DEFAULT_METHODS", "make_methods", "short_label", "NotApplicable", "Threshold", "ThresholdMethod",
            "Bema", "Broadening"]

@@ -30,6 +30,7 @@ class Threshold:
 class ThresholdMethod(Protocol):
     name: ClassVar[str]
     label: ClassVar[str]
+    short: ClassVar[str]  # for table columns and tree marks
 
     def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         """``sv``: all p singular values, descending. Raises NotApplicable."""

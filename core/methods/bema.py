@@ -31,6 +31,7 @@ class Bema:
 
     name: ClassVar[str] = "bema"
     label: ClassVar[str] = "BEMA"
+    short: ClassVar[str] = "BEMA"
 
     def __post_init__(self):
         if not 0.0 <= self.alpha < 0.5:

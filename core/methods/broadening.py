@@ -69,6 +69,7 @@ class Broadening:
 
     name: ClassVar[str] = "broadening"
     label: ClassVar[str] = "Gaussian broadening"
+    short: ClassVar[str] = "GB"
 
     def __post_init__(self):
         if self.a < 1:
