@@ -395,7 +395,7 @@ class RmtApp(App):
         on an analysable layer."""
         if action == "cancel":
             return bool(self.session.jobs)
-        if action in ("evaluate", "sweep") and (parameters == ("layer",) or action == "sweep"):
+        if action == "sweep" or (action == "evaluate" and parameters == ("layer",)):
             return self.selected is not None and self.session.layer(self.selected).analysable
         return True
 
