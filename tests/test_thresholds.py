@@ -223,18 +223,28 @@ def test_float32_and_float64_agree():
         assert math.isclose(a32[name].avew, a64[name].avew, rel_tol=1e-4)
 
 
-def test_gram_path_matches_gesdd():
+@pytest.mark.parametrize("case", ["tall", "wide", "square", "rank-deficient", "row-blocks", "wide-row-blocks",
+                                  "strided", "float64", "float64-huge"])
+def test_cpu_values_match_a_float64_svd(case):
+    """The CPU path (float64 Gram eigenvalues, in row blocks past GRAM_CHUNK_ROWS) against a float64
+    SVD: far inside float32 gesdd's own ~1e-6·s₁, and ~√ε₆₄·s₁ for values that are exactly zero."""
     import scipy.linalg
 
-    from core.spectrum import uses_gram
+    from core.spectrum import GRAM_CHUNK_ROWS
 
-    W = np.random.default_rng(3).standard_normal((1024, 3072)).astype(np.float32)
-    assert uses_gram(MatrixShape(*W.shape)) and not uses_gram(MatrixShape(768, 768))
-    ref = scipy.linalg.svd(W.astype(np.float64), compute_uv=False)
-    for w in (W, W.T):
-        s = singular_values(w)
-        assert s.shape == ref.shape and np.all(np.diff(s) <= 0)
-        assert np.max(np.abs(s - ref)) < 1e-5 * ref[0]
+    rng = np.random.default_rng(3)
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    w = {"tall": lambda: f32(784, 512), "wide": lambda: f32(512, 784), "square": lambda: f32(300, 300),
+         "rank-deficient": lambda: (f32(400, 30) @ f32(30, 400)),
+         "row-blocks": lambda: f32(GRAM_CHUNK_ROWS * 2 + 17, 64),
+         "wide-row-blocks": lambda: f32(64, GRAM_CHUNK_ROWS + 5),
+         "strided": lambda: f32(600, 900)[::2, ::3], "float64": lambda: rng.standard_normal((200, 120)),
+         "float64-huge": lambda: rng.standard_normal((200, 120)) * 1e200}[case]()
+    ref = scipy.linalg.svd(w.astype(np.float64), compute_uv=False)
+    s = singular_values(w)
+    assert s.shape == ref.shape and s.dtype == np.float64 and np.all(np.diff(s) <= 0)
+    tol = 1e-7 if case == "rank-deficient" else 1e-11
+    assert np.max(np.abs(s - ref)) < tol * ref[0]
 
 
 def test_torch_path_used_for_gpus_matches_cpu_path():
