@@ -83,19 +83,24 @@ def singular_values(w, device: str = "cpu") -> np.ndarray:
 # an eigenvalue λ = s² is off by about p·ε₆₄·s₁²; a value s is then off by at most √(p·ε₆₄)·s₁
 # (≤ 1e-6·s₁ for p ≤ 4096, reached only by values near zero) and by ε₆₄·p·s₁²/s elsewhere —
 # at least as accurate as a float32 SVD (tests compare both against a float64 SVD).
-GRAM_CHUNK_ROWS = 2048  # float64 copies of this many rows at a time, not of the whole matrix
+GRAM_BLOCK_BYTES = 4 << 20  # float64 copies of a few MB of rows at a time, not of the whole matrix
+GRAM_MIN_ROWS = 512  # but never so few rows that syrk loses its BLAS-3 speed
+
+
+def gram_block_rows(p: int) -> int:
+    return max(GRAM_MIN_ROWS, GRAM_BLOCK_BYTES // (8 * p))
 
 
 def gram_eigenvalues(a: np.ndarray) -> np.ndarray:
     """Ascending eigenvalues of the p × p Gram matrix of ``a``'s tall orientation, accumulated in
-    float64 over row blocks (each block one BLAS syrk into the upper triangle)."""
+    float64 over blocks of rows (each one BLAS syrk into the upper triangle)."""
     import scipy.linalg
     from scipy.linalg.blas import dsyrk
 
     tall = a if a.shape[0] >= a.shape[1] else a.T
-    gram = None
-    for i in range(0, tall.shape[0], GRAM_CHUNK_ROWS):
-        block = np.asarray(tall[i:i + GRAM_CHUNK_ROWS], dtype=np.float64)
+    rows, gram = gram_block_rows(tall.shape[1]), None
+    for i in range(0, tall.shape[0], rows):
+        block = np.asarray(tall[i:i + rows], dtype=np.float64)
         # syrk wants column-major input; a row-major block is its transpose in column-major,
         # so pass that rather than copy again.
         b, trans = (block.T, 0) if block.flags.c_contiguous else (np.asfortranarray(block), 1)

@@ -226,18 +226,18 @@ def test_float32_and_float64_agree():
 @pytest.mark.parametrize("case", ["tall", "wide", "square", "rank-deficient", "row-blocks", "wide-row-blocks",
                                   "strided", "float64", "float64-huge"])
 def test_cpu_values_match_a_float64_svd(case):
-    """The CPU path (float64 Gram eigenvalues, in row blocks past GRAM_CHUNK_ROWS) against a float64
+    """The CPU path (float64 Gram eigenvalues, in blocks of rows) against a float64
     SVD: far inside float32 gesdd's own ~1e-6·s₁, and ~√ε₆₄·s₁ for values that are exactly zero."""
     import scipy.linalg
 
-    from core.spectrum import GRAM_CHUNK_ROWS
+    from core.spectrum import gram_block_rows
 
     rng = np.random.default_rng(3)
     f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     w = {"tall": lambda: f32(784, 512), "wide": lambda: f32(512, 784), "square": lambda: f32(300, 300),
          "rank-deficient": lambda: (f32(400, 30) @ f32(30, 400)),
-         "row-blocks": lambda: f32(GRAM_CHUNK_ROWS * 2 + 17, 64),
-         "wide-row-blocks": lambda: f32(64, GRAM_CHUNK_ROWS + 5),
+         "row-blocks": lambda: f32(gram_block_rows(64) * 2 + 17, 64),
+         "wide-row-blocks": lambda: f32(64, gram_block_rows(64) + 5),
          "strided": lambda: f32(600, 900)[::2, ::3], "float64": lambda: rng.standard_normal((200, 120)),
          "float64-huge": lambda: rng.standard_normal((200, 120)) * 1e200}[case]()
     ref = scipy.linalg.svd(w.astype(np.float64), compute_uv=False)
