@@ -1,8 +1,9 @@
 """On-disk cache of spectra and analyses, keyed by the tensor's content.
 
-An entry is the singular values (``<key>.npy``) plus one JSON file per method configuration
-(``<key>-<config>.json``). Writes go to a temporary file and are renamed into place, so a reader
-never sees half an entry; an entry that fails to parse or check is recomputed, never trusted.
+An entry is the singular values (``<key>.f64``: raw little-endian float64, whose length the shape
+checks) plus one JSON file per method configuration (``<key>-<config>.json``). Writes go to a
+temporary file and are renamed into place, so a reader never sees half an entry; an entry that
+fails to parse or check is recomputed, never trusted.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .spectrum import MatrixShape
 if TYPE_CHECKING:
     import torch
 
-FORMAT = 2
+FORMAT = 3
 
 
 def content_key(t: torch.Tensor, extra: str = "") -> str:
@@ -60,21 +61,18 @@ class SpectrumCache:
         self.root = Path(root) if root is not None else cache_dir() / "spectra"
 
     def _sv_path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+        return self.root / key[:2] / f"{key}.f64"
 
     def _doc_path(self, key: str, cfg: str) -> Path:
-        return self._sv_path(key).with_name(f"{key}-{cfg}.json")
-
-    def has(self, key: str, cfg: str) -> bool:
-        return self._doc_path(key, cfg).is_file() and self._sv_path(key).is_file()
+        return self.root / key[:2] / f"{key}-{cfg}.json"
 
     def load(self, key: str, shape: MatrixShape, cfg: str) -> MatrixAnalysis | None:
-        if not self.has(key, cfg):  # the common miss, without an exception
-            return None
         try:
-            sv = np.load(self._sv_path(key), allow_pickle=False)
-            doc = json.loads(self._doc_path(key, cfg).read_text())
-            if sv.shape != (shape.p,) or sv.dtype != np.float64 or not np.all(np.isfinite(sv)):
+            doc = json.loads(self._doc_path(key, cfg).read_bytes())
+            # Raw values rather than .npy: a warm reopen loads one per layer, and parsing .npy
+            # headers was a third of its time.
+            sv = np.fromfile(self._sv_path(key), dtype="<f8")
+            if sv.shape != (shape.p,) or not np.all(np.isfinite(sv)):
                 return None
             if doc.get("format") != FORMAT or doc.get("shape") != [shape.m, shape.n]:
                 return None
@@ -82,7 +80,7 @@ class SpectrumCache:
             sv.setflags(write=False)
             return MatrixAnalysis(shape, sv, methods, doc["weighting"], doc.get("reason"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # missing or corrupt: recompute
+            return None  # missing (the common miss) or corrupt: recompute
 
     def _alias_path(self, fingerprint: str) -> Path:
         h = hashlib.sha256(fingerprint.encode()).hexdigest()
@@ -107,7 +105,7 @@ class SpectrumCache:
         try:
             svp = self._sv_path(key)
             if not svp.exists():
-                _atomic_write(svp, lambda f: np.save(f, np.asarray(a.sv, dtype=np.float64), allow_pickle=False))
+                _atomic_write(svp, lambda f: f.write(np.asarray(a.sv, dtype="<f8").tobytes()))
             doc = {"format": FORMAT, "shape": [a.shape.m, a.shape.n], "weighting": a.weighting, "reason": a.reason,
                    "methods": {name: _fields(r) for name, r in a.methods.items()}}
             _atomic_write(self._doc_path(key, cfg), lambda f: f.write(json.dumps(doc).encode()))

@@ -286,7 +286,7 @@ def test_cache_hit_is_identical_and_corrupt_entry_is_recomputed(tmp_path):
     ck = open_checkpoint(tmp_path / "m.pt")
     cold = list(analyse_checkpoint(ck))[0].analysis
     files = sorted((tmp_path / "cache").rglob("*.*"))
-    assert {f.suffix for f in files} == {".npy", ".json"}
+    assert {f.suffix for f in files} == {".f64", ".json"}
     warm = list(analyse_checkpoint(ck))[0].analysis
     assert np.array_equal(warm.sv, cold.sv) and warm.methods == cold.methods
     for f in files:

@@ -247,7 +247,7 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(tmp_path):
                             # A runner started in the background inherits SIGINT ignored; a user's shell does not.
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
-    while not list(cache.rglob("*.npy")) and time.monotonic() < deadline:  # the first layer is done
+    while not list(cache.rglob("*.f64")) and time.monotonic() < deadline:  # the first layer is done
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
