@@ -90,10 +90,15 @@ class LayerTree(Tree[LayerKey | None]):
 
 
 class SpectrumPlot(Widget):
-    """Draws the current view of the selected layer with plotext, re-drawn only when the size,
-    the data or the view changes."""
+    """Draws the current view of the selected layer with plotext; each view is re-drawn only when
+    the size or the data changes."""
 
     DEFAULT_CSS = "SpectrumPlot { height: 1fr; }"
+
+    # Drawing a view costs 7–40 ms (plotext, most of it the histogram's bars). Each view's drawing
+    # is kept, and shortly after a layer is shown the other views are drawn while the user reads,
+    # so that cycling views with v answers at once.
+    PREDRAW_DELAY = 0.1
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -101,36 +106,63 @@ class SpectrumPlot(Widget):
         self.result: LayerResult | None = None
         self.sweep: SweepReport | None = None
         self.message = "select a layer"
-        self._cache: tuple | None = None
+        self._drawn: dict[str, tuple[tuple, Text]] = {}  # view → ((data, w, h, no_color), drawing)
+        self._predraw = None
 
     def show(self, result: LayerResult | None, sweep: SweepReport | None, message: str = "") -> None:
         self.result, self.sweep, self.message = result, sweep, message
         self.refresh()
+        self._schedule_predraw(self.PREDRAW_DELAY)
+
+    def on_resize(self) -> None:
+        self._schedule_predraw(self.PREDRAW_DELAY)
+
+    def _schedule_predraw(self, delay: float) -> None:
+        if self._predraw is not None:
+            self._predraw.stop()
+        self._predraw = self.set_timer(delay, self._predraw_one)
+
+    def _predraw_one(self) -> None:
+        """Draw one view that is not on screen (one per timer tick, so a key pressed meanwhile
+        waits for at most one drawing), then schedule the next."""
+        if any(self._draw(view) for view in VIEWS if view != self.view):
+            self._schedule_predraw(0.05)
 
     def cycle(self) -> str:
         self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
         self.refresh()
         return self.view
 
+    def _data(self, view: str):
+        if view == "sweep":
+            return self.sweep
+        a = self.result.analysis if self.result is not None else None
+        return a if a is not None and a.sv.size else None
+
+    def _draw(self, view: str) -> bool:
+        """Draw the view at the current size unless its drawing is kept; True if it drew now."""
+        data, w, h = self._data(view), self.size.width, self.size.height
+        if data is None or w < 20 or h < 6:
+            return False
+        key = (w, h, self.app.no_color)
+        kept = self._drawn.get(view)
+        if kept is not None and kept[0][0] is data and kept[0][1:] == key:
+            return False
+        draw = {"histogram": draw_histogram, "values": draw_values, "sweep": draw_sweep}[view]
+        self._drawn[view] = ((data, *key), Text.from_ansi(draw(data, w, h, color=not self.app.no_color)))
+        return True
+
     def render(self) -> RenderableType:
         w, h = self.size.width, self.size.height
-        a = self.result.analysis if self.result is not None else None
         if w < 20 or h < 6:
             return Text("(too small to plot)", style="dim")
-        if self.view == "sweep":
-            if self.sweep is None:
+        if self._data(self.view) is None:
+            if self.view == "sweep":
                 return Text("sweep view: no sweep for this layer yet — press s to run one", style="dim")
-            data = self.sweep
-        else:
-            if a is None or a.sv.size == 0:
-                reason = self.result.reason if self.result is not None else None
-                return Text(self.message or (f"not analysed: {reason}" if reason else "select a layer"), style="dim")
-            data = a
-        key = (self.view, id(data), w, h, self.app.no_color)
-        if self._cache is None or self._cache[0] != key:
-            draw = {"histogram": draw_histogram, "values": draw_values, "sweep": draw_sweep}[self.view]
-            self._cache = (key, Text.from_ansi(draw(data, w, h, color=not self.app.no_color)))
-        return self._cache[1]
+            reason = self.result.reason if self.result is not None else None
+            return Text(self.message or (f"not analysed: {reason}" if reason else "select a layer"), style="dim")
+        self._draw(self.view)
+        return self._drawn[self.view][1]
 
 
 class ResultsPanel(Static):

@@ -94,6 +94,33 @@ async def test_navigation_analyse_all_and_views():
         assert seen == ["values", "sweep", "histogram"]
 
 
+async def test_hidden_views_are_drawn_ahead_so_cycling_views_draws_nothing(monkeypatch):
+    import rmt_tui.widgets as widgets
+
+    drawn = []
+    for name in ("draw_histogram", "draw_values"):
+        real = getattr(widgets, name)
+        monkeypatch.setattr(widgets, name, lambda *a, _r=real, _n=name, **k: drawn.append(_n) or _r(*a, **k))
+    app = RmtApp([DEFAULT_DEMO_MODEL])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        plot = app.query_one(SpectrumPlot)
+        await pilot.pause(plot.PREDRAW_DELAY + 0.3)
+        assert sorted(drawn) == ["draw_histogram", "draw_values"]  # the values view, drawn before it is shown
+        await pilot.press("v")
+        await pilot.pause()
+        assert plot.view == "values" and "sorted singular values" in plot.render().plain
+        assert len(drawn) == 2  # shown from the kept drawing
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause(plot.PREDRAW_DELAY + 0.3)
+        assert "draw_histogram" in drawn[2:]  # a new size: the hidden view is drawn again ahead of time
+        n = len(drawn)
+        await pilot.press("v", "v")  # the sweep view (no sweep yet), then the histogram
+        await pilot.pause()
+        assert plot.view == "histogram" and "histogram of s" in plot.render().plain
+        assert len(drawn) == n
+
+
 async def test_cancel_stops_analyse_all_and_never_paints_stale_results(many_layers):
     app = RmtApp([many_layers], engine=SlowEngine())
     async with app.run_test(size=(120, 40)) as pilot:
