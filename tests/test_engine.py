@@ -45,3 +45,14 @@ def test_cancel_stops_waiting_and_close_is_immediate(engine):
     assert time.perf_counter() - t < 3
     with pytest.raises(RmtError, match="analysis process stopped"):
         engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc2.weight", AnalysisOptions())
+
+
+def test_engine_runs_at_lower_priority_than_the_ui(engine):
+    """Analyses are background work: under CPU contention the UI process must win the cores."""
+    import os
+
+    from rmt_tui.engine import ENGINE_NICENESS
+
+    engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc3.weight", AnalysisOptions())  # the child is up
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, engine._proc.pid) == min(mine + ENGINE_NICENESS, 19)
