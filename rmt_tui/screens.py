@@ -44,7 +44,7 @@ class HelpScreen(Dialog):
             yield Static(Text("rmt-tui keys", style="bold"))
             with VerticalScroll():
                 yield Static(t)
-            yield Static(Text("tree: B97 G186 = ŝ kept by BEMA / broadening · ⚠ poor MP fit (KS > 0.10) · "
+            yield Static(Text("tree: B97 G185 = ŝ kept by BEMA / broadening · ⚠ poor MP fit (KS > 0.10) · "
                               "– not analysed (select it for the reason)"))
             yield Static(Text("esc closes · mouse optional · NO_COLOR respected", style="dim"))
 

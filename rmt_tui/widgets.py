@@ -25,7 +25,7 @@ METHOD_ORDER = ("bema", "broadening")
 
 
 def rank_marks(result: LayerResult | None) -> Text:
-    """'B97 G186' (with ⚠ on a poor MP fit), '·' when not analysed, the reason's gist when skipped."""
+    """'B97 G185' (with ⚠ on a poor MP fit), '·' when not analysed, the reason's gist when skipped."""
     t = Text()
     if result is None:
         return t
