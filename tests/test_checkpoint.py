@@ -311,10 +311,10 @@ def test_warm_cache_skips_reading_unchanged_files_and_notices_changes(tmp_path, 
     save_file({"w": torch.randn(120, 90, generator=torch.Generator().manual_seed(2))}, str(p))
     cold = list(analyse_checkpoint(open_checkpoint(p)))[0].analysis
     ck = open_checkpoint(p)
-    monkeypatch.setattr(ck, "matrix", lambda layer: (_ for _ in ()).throw(AssertionError("tensor was read")))
-    warm = list(analyse_checkpoint(ck))[0].analysis
+    with monkeypatch.context() as m:  # not monkeypatch.undo(): that would also undo the test's cache folder
+        m.setattr(ck, "matrix", lambda layer: (_ for _ in ()).throw(AssertionError("tensor was read")))
+        warm = list(analyse_checkpoint(ck))[0].analysis
     assert warm.methods == cold.methods
-    monkeypatch.undo()
     save_file({"w": 3 * torch.randn(120, 90, generator=torch.Generator().manual_seed(2))}, str(p))
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
     changed = list(analyse_checkpoint(open_checkpoint(p)))[0].analysis
