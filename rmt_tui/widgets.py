@@ -95,7 +95,7 @@ class SpectrumPlot(Widget):
 
     DEFAULT_CSS = "SpectrumPlot { height: 1fr; }"
 
-    # Drawing a view costs 7–40 ms (plotext, most of it the histogram's bars). Each view's drawing
+    # Drawing a view costs 7–55 ms (plotext, most of it the histogram's bars). Each view's drawing
     # is kept, and shortly after a layer is shown the other views are drawn while the user reads,
     # so that cycling views with v answers at once.
     PREDRAW_DELAY = 0.1
