@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, matrix_view
 from .errors import EvaluationError
 from .mlp import mlp_from_state_dict
 from .mnist import load_test_split, pixels_to_float
@@ -54,6 +54,19 @@ def builtin_evaluator_for(ckpt: Checkpoint) -> Evaluator | None:
     name = ckpt.metadata.get("rmt_tui.evaluator")
     factory = BUILTIN_EVALUATORS.get(name) if name else None
     return factory() if factory else None
+
+
+def choose_evaluator(ckpt: Checkpoint, spec: str | None) -> tuple[str, Evaluator]:
+    """(name, evaluator): the user's ``spec`` when given, else the built-in one the checkpoint's
+    metadata names."""
+    if spec:
+        return spec, load_evaluator(spec)
+    ev = builtin_evaluator_for(ckpt)
+    if ev is None:
+        raise EvaluationError(f"{ckpt.path}: no evaluator — this checkpoint's metadata names no built-in one; "
+                              "pass --evaluator FILE.py or module:function (your evaluate(state_dict) -> "
+                              "{'accuracy': …})")
+    return ev.name, ev
 
 
 def load_evaluator(spec: str) -> Evaluator:
@@ -129,13 +142,13 @@ def evaluate_truncations(ckpt: Checkpoint, results: Sequence[LayerResult], evalu
     tick = progress or (lambda *a: None)
     tick(0, total, "baseline")
     baseline = run_evaluator(evaluator, ckpt.state_dict())
+    by_name = {r.layer.name: r for r in analysed}
     outcomes = {}
     for i, method in enumerate(methods, start=1):
         if cancel is not None:
             cancel.check()
         tick(i, total, method)
         plan = resolve_ranks(method, analysed)
-        by_name = {r.layer.name: r for r in analysed}
         sigma2 = {n: by_name[n].analysis.methods[method].sigma2 for n in plan}
         state = truncate_checkpoint(ckpt, plan, mode, sigma2, cancel)
         if cancel is not None:
@@ -207,7 +220,7 @@ def sweep_layer(ckpt: Checkpoint, result: LayerResult, evaluator: Evaluator, ran
     state = ckpt.state_dict()
     baseline = run_evaluator(evaluator, state)
     original = state[layer.tensor]
-    f = full_factors(ckpt.matrix(layer))
+    f = full_factors(matrix_view(original, layer))  # the tensor just read, not a second read
     points = []
     for i, k in enumerate(ranks, start=1):
         if cancel is not None:

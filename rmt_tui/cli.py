@@ -159,19 +159,6 @@ def open_and_analyse(args, layers_required: bool = False):
     return ckpt, opts, results
 
 
-def pick_evaluator(args, ckpt):
-    from core.evaluation import builtin_evaluator_for, load_evaluator
-
-    if args.evaluator:
-        return args.evaluator, load_evaluator(args.evaluator)
-    ev = builtin_evaluator_for(ckpt)
-    if ev is None:
-        raise EvaluationError(f"{ckpt.path}: no evaluator — this checkpoint's metadata names no built-in one; "
-                              "pass --evaluator FILE.py or module:function (your evaluate(state_dict) -> "
-                              "{'accuracy': …})")
-    return ev.name, ev
-
-
 def write_json(doc) -> None:
     json.dump(doc, sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
@@ -235,11 +222,11 @@ def cmd_truncate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from core.evaluation import evaluate_truncations
+    from core.evaluation import choose_evaluator, evaluate_truncations
     from core.report import eval_document
 
     ckpt, opts, results = open_and_analyse(args)
-    name, evaluator = pick_evaluator(args, ckpt)
+    name, evaluator = choose_evaluator(ckpt, args.evaluator)
     with progress_bar("evaluating") as tick:
         rep = evaluate_truncations(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
     doc = eval_document(str(ckpt.path), name, rep)
@@ -253,7 +240,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from core.evaluation import parse_ranks, sweep_layer
+    from core.evaluation import choose_evaluator, parse_ranks, sweep_layer
     from core.report import sweep_document
 
     args.layers = [args.layer]
@@ -261,7 +248,7 @@ def cmd_sweep(args) -> int:
     result = next((r for r in results if r.layer.name == args.layer), None)
     if result is None:
         raise UsageError(f"no layer named {args.layer!r} in {args.path}")
-    name, evaluator = pick_evaluator(args, ckpt)
+    name, evaluator = choose_evaluator(ckpt, args.evaluator)
     p = result.analysis.shape.p if result.analysis else 0
     ranks = parse_ranks(args.ranks, p) if args.ranks else None
     with progress_bar("sweeping") as tick:

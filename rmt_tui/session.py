@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.checkpoint import Checkpoint, Layer, open_checkpoint
-from core.errors import EvaluationError
 from core.scan import CancelToken, LayerResult
 
 if TYPE_CHECKING:  # evaluation pulls in torch: imported when first used, not at start-up
@@ -88,17 +87,10 @@ class Session:
         return self.opened[key.ckpt].results.get(key.name)
 
     def evaluator(self, o: Opened) -> tuple[str, Evaluator]:
-        from core.evaluation import builtin_evaluator_for, load_evaluator
+        from core.evaluation import choose_evaluator
 
         if o.evaluator is None:
-            if self.evaluator_spec:
-                o.evaluator = (self.evaluator_spec, load_evaluator(self.evaluator_spec))
-            else:
-                ev = builtin_evaluator_for(o.ckpt)
-                if ev is None:
-                    raise EvaluationError(f"{o.path.name}: no evaluator — its metadata names no built-in one; "
-                                          "restart with --evaluator FILE.py or module:function")
-                o.evaluator = (ev.name, ev)
+            o.evaluator = choose_evaluator(o.ckpt, self.evaluator_spec)
         return o.evaluator
 
     # -- jobs ---------------------------------------------------------------------------------
