@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .analysis import MatrixAnalysis, MethodResult
-from .paths import cache_dir
+from .paths import atomic_output, cache_dir
 from .spectrum import MatrixShape
 
 if TYPE_CHECKING:
@@ -44,16 +42,9 @@ def config_key(methods, weighting: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_write(path: Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 class SpectrumCache:
@@ -96,8 +87,7 @@ class SpectrumCache:
 
     def remember_key(self, fingerprint: str, key: str) -> None:
         try:
-            _atomic_write(self._alias_path(fingerprint),
-                          lambda f: f.write(json.dumps({"fingerprint": fingerprint, "key": key}).encode()))
+            _atomic_write(self._alias_path(fingerprint), json.dumps({"fingerprint": fingerprint, "key": key}).encode())
         except OSError:
             pass
 
@@ -105,10 +95,10 @@ class SpectrumCache:
         try:
             svp = self._sv_path(key)
             if not svp.exists():
-                _atomic_write(svp, lambda f: f.write(np.asarray(a.sv, dtype="<f8").tobytes()))
+                _atomic_write(svp, np.asarray(a.sv, dtype="<f8").tobytes())
             doc = {"format": FORMAT, "shape": [a.shape.m, a.shape.n], "weighting": a.weighting, "reason": a.reason,
                    "methods": {name: _fields(r) for name, r in a.methods.items()}}
-            _atomic_write(self._doc_path(key, cfg), lambda f: f.write(json.dumps(doc).encode()))
+            _atomic_write(self._doc_path(key, cfg), json.dumps(doc).encode())
         except OSError:
             pass  # a cache that cannot be written only costs time
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ import torch
 from .checkpoint import Checkpoint, Layer, matrix_view
 from .cosines import theta_hat
 from .errors import OutputExistsError, RmtError
+from .paths import atomic_output
 from .scan import LayerResult
 from .spectrum import MatrixShape, as_float_matrix
 
@@ -141,27 +140,24 @@ def truncate_checkpoint(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "
     return out
 
 
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists — choose another output path or pass --force to replace it")
+
+
 def export_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str],
                        overwrite: bool = False) -> Path:
     """Write atomically (temp file + rename); refuse to replace an existing file unless asked."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists — choose another output path or pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors, seen = {}, set()
-        for k, v in state.items():  # safetensors refuses shared storage: give tied tensors their own copy
-            v = v.detach().contiguous()
-            ptr = v.untyped_storage().data_ptr()
-            tensors[k] = v.clone() if ptr in seen and v.numel() else v
-            seen.add(ptr)
-        save_file(tensors, tmp, metadata={str(k): str(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    refuse_existing(path, overwrite)
+    tensors, seen = {}, set()
+    for k, v in state.items():  # safetensors refuses shared storage: give tied tensors their own copy
+        v = v.detach().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        tensors[k] = v.clone() if ptr in seen and v.numel() else v
+        seen.add(ptr)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
     return path

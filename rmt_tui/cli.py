@@ -196,10 +196,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_truncate(args) -> int:
-    from core.truncation import export_safetensors, resolve_ranks, truncate_checkpoint
+    from core.truncation import export_safetensors, refuse_existing, resolve_ranks, truncate_checkpoint
 
-    if args.output.exists() and not args.force:
-        raise OutputExistsError(f"{args.output}: already exists — choose another output path or pass --force")
+    refuse_existing(args.output, args.force)  # before the analysis, not after it
     if args.output.resolve() == Path(args.path).resolve():
         raise UsageError(f"{args.output}: refusing to write over the source checkpoint")
     ckpt, opts, results = open_and_analyse(args)
