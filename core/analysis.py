@@ -12,6 +12,9 @@ from .fit_quality import KS_LIMIT, ks_distance
 from .methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
 from .spectrum import MatrixShape, as_float_matrix, numerical_rank, singular_values
 
+# What a report shows of each method, in this order (JSON keys, CSV columns).
+METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "reason")
+
 
 @dataclass(frozen=True)
 class MethodResult:
@@ -37,9 +40,8 @@ class MethodResult:
         return self.ks is not None and self.ks > KS_LIMIT
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sigma2": self.sigma2, "threshold": self.threshold, "rank": self.rank, "avew": self.avew,
-                "avew_left": self.avew_left, "avew_right": self.avew_right, "ks": self.ks,
-                "poor_fit": self.poor_fit, "reason": self.reason}
+        """The fields reports carry (METHOD_FIELDS)."""
+        return {f: getattr(self, f) for f in METHOD_FIELDS}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ fails to parse or check is recomputed, never trusted.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -104,6 +105,5 @@ class SpectrumCache:
 
 
 def _fields(r: MethodResult) -> dict:
-    return {"sigma2": r.sigma2, "threshold": r.threshold, "rank": r.rank, "avew": r.avew,
-            "avew_left": r.avew_left, "avew_right": r.avew_right, "ks": r.ks, "reason": r.reason,
-            "diagnostics": r.diagnostics}
+    """Everything a MethodResult holds except its name (the document's key), to rebuild it as stored."""
+    return {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "method"}

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .analysis import METHOD_FIELDS
 from .evaluation import EvalReport, SweepReport
 from .scan import LayerResult
 
 REPORT_SCHEMA = "rmt-tui/report/1"
 EVAL_SCHEMA = "rmt-tui/eval/1"
 SWEEP_SCHEMA = "rmt-tui/sweep/1"
-METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "reason")
 
 
 def layer_record(r: LayerResult, methods: Sequence[str]) -> dict[str, Any]:
