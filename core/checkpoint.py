@@ -150,10 +150,6 @@ _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8
              "uint64": 8}
 
 
-def _itemsize(dtype: str) -> int:
-    return _ITEMSIZE[dtype]
-
-
 def _torch_dtype_name(dt: torch.dtype) -> str:
     return str(dt).removeprefix("torch.")
 
@@ -190,7 +186,7 @@ class SafetensorsSource(_Source):
                 if end > data_len:
                     raise CheckpointError(path, f"truncated: tensor {name!r} ends at byte {end} of the data, "
                                           f"which has only {data_len}", "re-download or re-save the file")
-                if end - begin != int(np.prod(shape)) * _itemsize(dtype):
+                if end - begin != int(np.prod(shape)) * _ITEMSIZE[dtype]:
                     raise ValueError(f"tensor {name!r}: {end - begin} bytes do not hold {dtype} {list(shape)}")
                 self._info[name] = (shape, dtype)
                 self._offsets[name] = 8 + n + begin
@@ -210,7 +206,7 @@ class SafetensorsSource(_Source):
 
         shape, dtype = self._info[name]
         tdtype = getattr(torch, dtype)
-        buf = torch.empty(int(np.prod(shape)) * _itemsize(dtype), dtype=torch.uint8)
+        buf = torch.empty(int(np.prod(shape)) * _ITEMSIZE[dtype], dtype=torch.uint8)
         try:
             with _open_bytes(self.path) as f:
                 f.seek(self._offsets[name])
@@ -397,7 +393,8 @@ class ShardedSource(_Source):
             if missing:
                 raise CheckpointError(path, f"the index names {len(missing)} tensors that no shard holds "
                                       f"(first: {missing[0]!r})", "re-download the missing shards")
-            order += [n for n in self._info if n not in set(order)]
+            listed = set(order)
+            order = order + [n for n in self._info if n not in listed]
             self._info = {n: self._info[n] for n in order}
         self.metadata = dict(self._parts[0].metadata) if self._parts else {}
         self.ordered = bool(order) or all(p.ordered for p in self._parts)
@@ -512,7 +509,7 @@ class Checkpoint:
         return f"{f.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{layer.name}|{layer.position}"
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: self.tensor(name) for name in self.tensors}
+        return dict(self.iter_tensors())
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name in self.tensors:
