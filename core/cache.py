@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .analysis import MatrixAnalysis, MethodResult
-from .paths import atomic_output, cache_dir
+from .errors import RmtWarning
+from .paths import atomic_output, cache_dir, remove_stale_temps
 from .spectrum import MatrixShape
 
 if TYPE_CHECKING:
@@ -43,14 +45,33 @@ def config_key(methods, weighting: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+# Cache folders found unwritable in this process (root → why): writing is off for them, and the
+# user was told once. Reading still works (a read-only cache is still a cache).
+_UNWRITABLE: dict[Path, str] = {}
 
 
 class SpectrumCache:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "spectra"
+        self._tmp = self.root / "tmp"  # every writer's temporary files, so one listing finds a dead one's
+        self._swept = False
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write one entry atomically; on the first failure turn writing off with one warning."""
+        if self.root in _UNWRITABLE:
+            return
+        try:
+            if not self._swept:
+                self._swept = True
+                remove_stale_temps(self._tmp)
+            with atomic_output(path, tmp_dir=self._tmp) as tmp:
+                tmp.write_bytes(data)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            _UNWRITABLE[self.root] = why
+            warnings.warn(RmtWarning(f"the cache {self.root} cannot be written ({why}); continuing without "
+                                     "saving results there (set RMT_TUI_CACHE_DIR to use another folder)"),
+                          stacklevel=2)
 
     def _sv_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.f64"
@@ -87,21 +108,16 @@ class SpectrumCache:
             return None
 
     def remember_key(self, fingerprint: str, key: str) -> None:
-        try:
-            _atomic_write(self._alias_path(fingerprint), json.dumps({"fingerprint": fingerprint, "key": key}).encode())
-        except OSError:
-            pass
+        self._write(self._alias_path(fingerprint), json.dumps({"fingerprint": fingerprint, "key": key}).encode())
 
     def store(self, key: str, cfg: str, a: MatrixAnalysis) -> None:
-        try:
-            svp = self._sv_path(key)
-            if not svp.exists():
-                _atomic_write(svp, np.asarray(a.sv, dtype="<f8").tobytes())
-            doc = {"format": FORMAT, "shape": [a.shape.m, a.shape.n], "weighting": a.weighting, "reason": a.reason,
-                   "methods": {name: _fields(r) for name, r in a.methods.items()}}
-            _atomic_write(self._doc_path(key, cfg), json.dumps(doc).encode())
-        except OSError:
-            pass  # a cache that cannot be written only costs time
+        # The values first: a document is only ever found beside the values it describes.
+        svp = self._sv_path(key)
+        if not svp.exists():
+            self._write(svp, np.asarray(a.sv, dtype="<f8").tobytes())
+        doc = {"format": FORMAT, "shape": [a.shape.m, a.shape.n], "weighting": a.weighting, "reason": a.reason,
+               "methods": {name: _fields(r) for name, r in a.methods.items()}}
+        self._write(self._doc_path(key, cfg), json.dumps(doc).encode())
 
 
 def _fields(r: MethodResult) -> dict:

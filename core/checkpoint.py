@@ -7,9 +7,12 @@ asks for anything else is refused with the global it wanted, before anything run
 from __future__ import annotations
 
 import json
+import math
+import os
 import pickle
 import pickletools
 import re
+import stat
 import struct
 import warnings
 import zipfile
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError
+from .memory import human_bytes, require_memory
 
 if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
     import torch
@@ -32,6 +36,8 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "modul
 # Top-level entries of a training checkpoint that are not model weights.
 NON_MODEL_KEYS = re.compile(r"optim|scheduler|scaler|lr_|grad_scaler", re.I)
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
+FLOAT8_DTYPES = {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
+SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit (the safetensors library refuses more)
 MIN_SIDE = 2  # a matrix view with a side shorter than this has no spectrum to speak of
 
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -59,7 +65,7 @@ class Layer:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)
 
 
 def natural_key(name: str):
@@ -87,6 +93,9 @@ def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "re
 
     if tied_to is not None:
         return [entry(None, f"tied: the same tensor as {tied_to}")]
+    if dtype in FLOAT8_DTYPES:
+        return [entry(None, f"{dtype}: a quantised weight, meaningful only with its scales, which are "
+                            "not applied here; analyse the higher-precision original")]
     if dtype not in FLOAT_DTYPES:
         return [entry(None, f"{dtype} tensor: not a floating-point weight")]
     if len(shape) < 2:
@@ -94,7 +103,7 @@ def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "re
     if len(shape) > 2 and conv_view == "positions" and len(shape) == 4:
         out, inp, kh, kw = shape
         return [entry((out, inp), label=f"{name}[{i},{j}]", position=(i, j)) for i in range(kh) for j in range(kw)]
-    return [entry((shape[0], int(np.prod(shape[1:]))))]
+    return [entry((shape[0], math.prod(shape[1:])))]
 
 
 def matrix_view(t: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -134,7 +143,26 @@ class _Source:
         pass
 
 
+def _require_regular(path: Path) -> None:
+    """A FIFO, socket or device given as a checkpoint would block a read forever (or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(path, "no such file or folder", "check the path") from None
+    except PermissionError:
+        raise CheckpointError(path, "permission denied", "check the file's permissions or run as its owner") from None
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(path, "is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise CheckpointError(path, f"is {kind}, not a checkpoint file", "give the path of a saved checkpoint file")
+
+
 def _open_bytes(path: Path):
+    _require_regular(path)
     try:
         return open(path, "rb")
     except PermissionError:
@@ -145,7 +173,7 @@ def _open_bytes(path: Path):
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
-_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+_ITEMSIZE = {"complex128": 16, "complex64": 8, "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
              "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "uint16": 2, "uint32": 4,
              "uint64": 8}
 
@@ -168,6 +196,10 @@ class SafetensorsSource(_Source):
             if n > size - 8:
                 raise CheckpointError(path, f"truncated or corrupt safetensors header: it claims {n} bytes, "
                                       f"the file has {size - 8} after the length", "re-download or re-save the file")
+            if n > SAFETENSORS_MAX_HEADER:
+                raise CheckpointError(path, f"corrupt safetensors header: it claims {human_bytes(n)}, more than the "
+                                      f"format's {human_bytes(SAFETENSORS_MAX_HEADER)} limit",
+                                      "re-download or re-save the file")
             raw = f.read(n)
         try:
             header = json.loads(raw)
@@ -177,6 +209,7 @@ class SafetensorsSource(_Source):
             self._info: dict[str, tuple[tuple[int, ...], str]] = {}
             self._offsets: dict[str, int] = {}
             data_len = size - 8 - n
+            regions: list[tuple[int, int, str]] = []
             for name, d in header.items():
                 shape = tuple(int(s) for s in d["shape"])
                 begin, end = (int(o) for o in d["data_offsets"])
@@ -186,10 +219,12 @@ class SafetensorsSource(_Source):
                 if end > data_len:
                     raise CheckpointError(path, f"truncated: tensor {name!r} ends at byte {end} of the data, "
                                           f"which has only {data_len}", "re-download or re-save the file")
-                if end - begin != int(np.prod(shape)) * _ITEMSIZE[dtype]:
+                if end - begin != math.prod(shape) * _ITEMSIZE[dtype]:
                     raise ValueError(f"tensor {name!r}: {end - begin} bytes do not hold {dtype} {list(shape)}")
                 self._info[name] = (shape, dtype)
                 self._offsets[name] = 8 + n + begin
+                regions.append((begin, end, name))
+            _check_regions(regions, data_len)
         except CheckpointError:
             raise
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
@@ -206,7 +241,7 @@ class SafetensorsSource(_Source):
 
         shape, dtype = self._info[name]
         tdtype = getattr(torch, dtype)
-        buf = torch.empty(int(np.prod(shape)) * _ITEMSIZE[dtype], dtype=torch.uint8)
+        buf = torch.empty(math.prod(shape) * _ITEMSIZE[dtype], dtype=torch.uint8)
         try:
             with _open_bytes(self.path) as f:
                 f.seek(self._offsets[name])
@@ -216,6 +251,19 @@ class SafetensorsSource(_Source):
         if got != buf.numel():
             raise CheckpointError(self.path, f"truncated: tensor {name!r} is cut short", "re-download the file")
         return buf.view(tdtype).reshape(shape)  # safetensors is little-endian, as is every host torch supports
+
+
+def _check_regions(regions: list[tuple[int, int, str]], data_len: int) -> None:
+    """As the safetensors library requires: the tensors' byte regions, in offset order, tile the
+    data exactly — no overlap (two tensors sharing bytes), no gap, nothing after the last."""
+    end = 0
+    for begin, stop, name in sorted(regions):
+        if begin != end:
+            what = "overlaps the one before it" if begin < end else f"leaves a gap of {begin - end} bytes before it"
+            raise ValueError(f"tensor {name!r} (bytes {begin}–{stop}) {what}")
+        end = stop
+    if end != data_len:
+        raise ValueError(f"the tensors cover {end} bytes of data but the file holds {data_len}")
 
 
 def _find_globals(path: Path) -> list[str]:
@@ -242,16 +290,23 @@ def _find_globals(path: Path) -> list[str]:
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    """Tensors found under ``obj``, by dotted path. An explicit stack, not recursion: a pickle may
+    legally nest thousands of levels deep."""
     import torch
 
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif isinstance(obj, Mapping):
-        for k, v in obj.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _flatten(v, f"{prefix}.{i}" if prefix else str(i), out)
+    stack = [(prefix, obj)]
+    while stack:
+        prefix, obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+            continue
+        if isinstance(obj, Mapping):
+            items = [(str(k), v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple)):
+            items = [(str(i), v) for i, v in enumerate(obj)]
+        else:
+            continue
+        stack.extend((f"{prefix}.{k}" if prefix else k, v) for k, v in reversed(items))
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -297,6 +352,8 @@ class TorchSource(_Source):
                 except RuntimeError as exc:
                     if "mmap can only be used" not in str(exc):
                         raise
+                    # A legacy (non-zip) pickle is read whole into memory.
+                    require_memory(self.path.stat().st_size, self.path, "this legacy (non-zip) PyTorch file")
                     return torch.load(self.path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as exc:
                 named = re.findall(r"GLOBAL ([\w.]+)", str(exc)) or _find_globals(self.path)
@@ -307,10 +364,17 @@ class TorchSource(_Source):
                         "state_dict, or convert it to safetensors") from None
                 raise CheckpointError(self.path, f"not a loadable weights-only PyTorch checkpoint ({_first_line(exc)})",
                                       "re-save it with torch.save(model.state_dict(), path)") from None
-            except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError,
-                    IndexError, TypeError, AttributeError, UnicodeDecodeError, struct.error) as exc:
+            except CheckpointError:
+                raise
+            except RecursionError:
+                raise CheckpointError(self.path, "nested too deeply to load", "re-save a flat state_dict") from None
+            except MemoryError:
+                raise CheckpointError(self.path, "asks for more memory than this machine has while loading — "
+                                      "corrupt, or too big for this machine", "re-save or re-download it") from None
+            except Exception as exc:  # whatever a damaged pickle makes torch raise, it is a damaged file
                 raise CheckpointError(self.path, f"not a readable PyTorch checkpoint — truncated or corrupt? "
-                                      f"({_first_line(exc)})", "re-download or re-save the file") from None
+                                      f"({type(exc).__name__}: {_first_line(exc)})",
+                                      "re-download or re-save the file") from None
 
     def entries(self):
         return [(k, tuple(t.shape), _torch_dtype_name(t.dtype)) for k, t in self._tensors.items()]
@@ -348,13 +412,25 @@ class NpzSource(_Source):
             self._info = {}
             for name in self._z.files:
                 # Read only each member's .npy header for its shape and dtype.
-                with self._z.zip.open(name + ".npy") as member:
+                info = self._z.zip.getinfo(name + ".npy")
+                with self._z.zip.open(info) as member:
                     fmt = np.lib.format
                     read_header = fmt.read_array_header_1_0 if fmt.read_magic(member) == (1, 0) \
                         else fmt.read_array_header_2_0
                     shape, _, dtype = read_header(member)
-                self._info[name] = (tuple(shape), np.dtype(dtype).name)
-        except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+                    header_len = member.tell()
+                dtype = np.dtype(dtype)
+                shape = tuple(int(d) for d in shape)
+                declared = math.prod(shape) * dtype.itemsize
+                # The archive's directory says how many bytes the member holds: a header that
+                # declares more is corrupt (or a decompression bomb), whatever memory there is.
+                if dtype.hasobject or declared != info.file_size - header_len:
+                    raise ValueError(f"member {name!r}: its header declares {dtype} {list(shape)} "
+                                     f"({human_bytes(declared)}) but it holds {human_bytes(info.file_size - header_len)}")
+                self._info[name] = (shape, dtype.name)
+        except Exception as exc:  # numpy and zipfile raise many types on damaged archives
+            if isinstance(exc, CheckpointError):
+                raise
             raise CheckpointError(path, f"not a readable .npz archive — truncated or corrupt? ({_first_line(exc)})",
                                   "re-save it with numpy.savez") from None
         if not self._info:
@@ -369,7 +445,7 @@ class NpzSource(_Source):
             import torch
 
             return torch.from_numpy(np.ascontiguousarray(self._z[name]))
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
             raise CheckpointError(self.path, f"cannot read array {name!r} ({_first_line(exc)})") from None
 
     def close(self):
@@ -419,6 +495,27 @@ class ShardedSource(_Source):
             part.close()
 
 
+def _check_inside(folder: Path, index: Path, shard) -> None:
+    """A shard named by an index must be a file of the model folder: not an absolute path, not
+    ``../``, not a symlink that leads out. The one exception is the Hugging Face hub cache, whose
+    snapshot folders hold symlinks into the same repository's ``blobs/``."""
+    if not isinstance(shard, str) or not shard:
+        raise CheckpointError(index, f"the index names a shard that is not a file name ({shard!r})",
+                              "re-download the model's index file")
+    if os.path.isabs(shard) or ".." in Path(shard).parts:
+        raise CheckpointError(index, f"refused: the index names a shard outside the model folder ({shard!r})",
+                              "an index may only name files inside its own folder; fix or re-download it")
+    root = folder.resolve()
+    target = (folder / shard).resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":  # <repo>/snapshots/<revision>/ → <repo>/blobs/
+        allowed.append(root.parent.parent / "blobs")
+    if not any(target.is_relative_to(a) for a in allowed):
+        raise CheckpointError(index, f"refused: shard {shard!r} is a link that leads outside the model folder "
+                              f"(to {target})", "copy the shard into the folder, or open the file it points to "
+                              "directly")
+
+
 def _folder_source(path: Path) -> _Source:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = path / index_name
@@ -430,6 +527,8 @@ def _folder_source(path: Path) -> _Source:
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 raise CheckpointError(index, f"unreadable index file ({_first_line(exc)})") from None
             shards = list(dict.fromkeys(weight_map.values()))
+            for shard in shards:
+                _check_inside(path, index, shard)
             missing = [s for s in shards if not (path / s).is_file()]
             if missing:
                 raise CheckpointError(path, f"shard {missing[0]} named by {index_name} is missing",
@@ -492,7 +591,13 @@ class Checkpoint:
         except KeyError:
             raise KeyError(f"no layer named {name!r} in {self.path}") from None
 
+    def nbytes(self, name: str) -> int:
+        """Bytes of tensor ``name`` as stored."""
+        shape, dtype = self.tensors[name]
+        return math.prod(shape) * _ITEMSIZE.get(dtype, 8)
+
     def tensor(self, name: str) -> torch.Tensor:
+        require_memory(self.nbytes(name), self._source.file_of(name), f"tensor {name!r}")
         return self._source.read(name)
 
     def matrix(self, layer: Layer | str) -> torch.Tensor:

@@ -35,3 +35,16 @@ class OutputExistsError(RmtError):
 
 class UsageError(RmtError):
     """An option or argument that cannot work as given."""
+
+
+class InsufficientMemoryError(CheckpointError):
+    """A tensor needs more memory than the machine has available; refused before reading it."""
+
+
+class OutputWriteError(RmtError):
+    """An output could not be written (disk full, read-only file system, permission denied);
+    nothing was left behind."""
+
+
+class RmtWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. the cache is off)."""

@@ -1,9 +1,10 @@
 """Where the project's files live (the bundled demo models, the on-disk cache) and how outputs
-are written (atomically)."""
+are written (atomically, never half a file, never over an existing file unless asked)."""
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("RMT_TUI_DEMO_DIR", REPO_ROOT / "demo_models"))
 DEFAULT_DEMO_MODEL = DEMO_DIR / "mlp_bs16.safetensors"
+
+TMP_SUFFIX = ".tmp"
 
 
 def cache_dir() -> Path:
@@ -21,16 +24,74 @@ def cache_dir() -> Path:
     return Path(base) / "rmt-tui"
 
 
+def _temp_name(stem: str) -> str:
+    # The writer's PID is in the name, so a later run can tell the leftovers of a killed writer
+    # (SIGKILL runs no cleanup) from the files of a writer that is still at work.
+    return f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path, stem: str | None = None) -> int:
+    """Remove the temporary files that writers which no longer run left in ``folder`` (all of
+    them, or those for outputs named ``stem``). Returns how many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+            continue
+        parts = name[1:-len(TMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or (stem is not None and parts[0] != stem):
+            continue
+        if int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1])):
+            try:
+                os.unlink(folder / name)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 @contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to: renamed onto ``path`` when the block ends
-    without an error and removed otherwise, so no reader ever sees half a file."""
+def atomic_output(path: Path, overwrite: bool = True, tmp_dir: Path | None = None) -> Iterator[Path]:
+    """A temporary path to write to (beside ``path``, or in ``tmp_dir`` on the same file system).
+    When the block ends without an error it becomes ``path`` in one step; otherwise it is removed,
+    so no reader ever sees half a file. With ``overwrite=False`` an existing ``path`` is never
+    replaced, even one created by someone else while this was being written (FileExistsError)."""
+    folder = tmp_dir or path.parent
+    folder.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = folder / _temp_name(path.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        yield tmp
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails when path exists: no window in which it could be clobbered
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):  # no hard links here
+                    raise
+                if path.exists():
+                    raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+                os.replace(tmp, path)
+            tmp.unlink(missing_ok=True)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise

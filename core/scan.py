@@ -10,8 +10,9 @@ from functools import lru_cache
 from .analysis import MatrixAnalysis, analyse_matrix
 from .cache import SpectrumCache, config_key, content_key
 from .checkpoint import Checkpoint, Layer
+from .memory import require_memory
 from .methods import make_methods
-from .spectrum import MatrixShape
+from .spectrum import MatrixShape, working_bytes
 
 
 class Cancelled(Exception):
@@ -89,18 +90,19 @@ def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = Ana
                   cache: SpectrumCache | None = None) -> LayerResult:
     if not layer.analysable:
         return LayerResult(layer, None)
+    shape = MatrixShape(*layer.matrix)
     cache = cache if cache is not None else (SpectrumCache() if options.use_cache else None)
     if cache is None:
-        return LayerResult(layer, analyse_matrix(ckpt.matrix(layer), options.method_objects(), options.weighting,
-                                                 options.device))
-    shape, cfg = MatrixShape(*layer.matrix), _config(options)
+        return LayerResult(layer, analyse_matrix(_read_matrix(ckpt, layer, shape), options.method_objects(),
+                                                 options.weighting, options.device))
+    cfg = _config(options)
     # An unchanged file maps straight to its content key, so a cached analysis is found without
     # reading the tensor at all.
     fingerprint = ckpt.fingerprint(layer)
     key = cache.content_key_for(fingerprint)
     if key is not None and (hit := cache.load(key, shape, cfg)) is not None:
         return LayerResult(layer, hit)
-    w = ckpt.matrix(layer)
+    w = _read_matrix(ckpt, layer, shape)
     key = content_key(w, extra=f"pos={layer.position}")
     cache.remember_key(fingerprint, key)
     if (hit := cache.load(key, shape, cfg)) is not None:  # the same bytes seen in another file
@@ -108,6 +110,12 @@ def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = Ana
     a = analyse_matrix(w, options.method_objects(), options.weighting, options.device)
     cache.store(key, cfg, a)
     return LayerResult(layer, a)
+
+
+def _read_matrix(ckpt: Checkpoint, layer: Layer, shape: MatrixShape):
+    """The layer's matrix, once its analysis is known to fit in memory."""
+    require_memory(ckpt.nbytes(layer.tensor) + working_bytes(shape), ckpt.path, f"analysing {layer.name!r}")
+    return ckpt.matrix(layer)
 
 
 def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOptions(),

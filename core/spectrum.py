@@ -87,6 +87,12 @@ GRAM_BLOCK_BYTES = 4 << 20  # float64 copies of a few MB of rows at a time, not 
 GRAM_MIN_ROWS = 512  # but never so few rows that syrk loses its BLAS-3 speed
 
 
+def working_bytes(shape: MatrixShape) -> int:
+    """Memory the values-only analysis of a matrix needs beyond its stored tensor: a float32 copy,
+    the p × p float64 Gram matrix and its eigensolver's workspace, and the float64 row blocks."""
+    return 4 * shape.m * shape.n + 2 * 8 * shape.p ** 2 + 2 * GRAM_BLOCK_BYTES
+
+
 def gram_block_rows(p: int) -> int:
     return max(GRAM_MIN_ROWS, GRAM_BLOCK_BYTES // (8 * p))
 

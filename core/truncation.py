@@ -11,8 +11,8 @@ import torch
 
 from .checkpoint import Checkpoint, Layer, matrix_view
 from .cosines import theta_hat
-from .errors import OutputExistsError, RmtError
-from .paths import atomic_output
+from .errors import OutputExistsError, OutputWriteError, RmtError
+from .paths import atomic_output, remove_stale_temps
 from .scan import LayerResult
 from .spectrum import MatrixShape, as_float_matrix
 
@@ -147,7 +147,10 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
 
 def export_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str],
                        overwrite: bool = False) -> Path:
-    """Write atomically (temp file + rename); refuse to replace an existing file unless asked."""
+    """Write atomically (temp file + rename); refuse to replace an existing file unless asked.
+    Disk full, a read-only file system or a folder without write permission end in
+    OutputWriteError with nothing left behind (the temporary file is removed)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -158,6 +161,15 @@ def export_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, meta
         ptr = v.untyped_storage().data_ptr()
         tensors[k] = v.clone() if ptr in seen and v.numel() else v
         seen.add(ptr)
-    with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
+    remove_stale_temps(path.parent, path.name)  # what an earlier, killed export left behind
+    try:
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
+    except FileExistsError:
+        raise OutputExistsError(f"{path}: was created while this was being written — nothing was replaced; "
+                                "choose another output path or pass --force") from None
+    except (OSError, SafetensorError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+        raise OutputWriteError(f"{path}: cannot be written ({why}) — nothing was written; free some space, or "
+                               "choose a folder you can write to") from None
     return path

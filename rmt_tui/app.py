@@ -15,6 +15,7 @@ from textual.worker import get_current_worker
 from core.checkpoint import Layer
 from core.errors import RmtError
 from core.scan import AnalysisOptions, Cancelled, LayerResult
+from core.text import printable
 
 from .engine import InlineEngine, ProcessEngine
 from .messages import EvalDone, JobEnded, JobProgress, LayerAnalysed, SweepDone
@@ -67,6 +68,9 @@ class RmtApp(App):
         # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
         # the child imports the numerics while the tree is being shown.
         self.engine = engine or ProcessEngine()
+        if isinstance(self.engine, ProcessEngine):
+            self.engine.on_warning = lambda note: self.call_from_thread(self._say, note, title="warning",
+                                                                        severity="warning", timeout=10)
         self.paths = [Path(p) for p in paths]
         self.options = options or AnalysisOptions()
         self.session = Session(conv_view, evaluator_spec)
@@ -102,7 +106,7 @@ class RmtApp(App):
         if errors:
             self.last_error = errors[-1]
             for e in errors:
-                self.notify(e, title="cannot open", severity="error", timeout=10)
+                self._say(e, title="cannot open", severity="error", timeout=10)
         if not self.session.opened:
             self.push_screen(OpenScreen(errors[-1] if errors else None, str(self.paths[0]) if self.paths else ""))
         else:
@@ -217,7 +221,7 @@ class RmtApp(App):
     def action_analyse_all(self) -> None:
         todo = [(o, l) for o in self.session.opened for l in o.ckpt.layers if l.name not in o.results]
         if not todo:
-            self.notify("every layer is analysed")
+            self._say("every layer is analysed")
             return
 
         def body(job: Job) -> None:
@@ -235,11 +239,11 @@ class RmtApp(App):
     def action_evaluate(self, scope: str) -> None:
         key = self.selected
         if key is None:
-            self.notify("select a layer first", severity="warning")
+            self._say("select a layer first", severity="warning")
             return
         o = self.session.opened[key.ckpt]
         if scope == "layer" and not self.session.layer(key).analysable:
-            self.notify(f"{key.name} has no matrix to truncate", severity="warning")
+            self._say(f"{key.name} has no matrix to truncate", severity="warning")
             return
         try:
             name, evaluator = self.session.evaluator(o)
@@ -271,7 +275,7 @@ class RmtApp(App):
     def action_sweep(self) -> None:
         key = self.selected
         if key is None or not self.session.layer(key).analysable:
-            self.notify("select an analysable layer first", severity="warning")
+            self._say("select an analysable layer first", severity="warning")
             return
         o = self.session.opened[key.ckpt]
         try:
@@ -296,7 +300,7 @@ class RmtApp(App):
         for group in ("layer", "analyse-all", "evaluate", "sweep"):
             self.workers.cancel_group(self, group)
         if cancelled:
-            self.notify("cancelled: " + ", ".join(cancelled))
+            self._say("cancelled: " + ", ".join(cancelled))
         self._refresh_selection()
         self.refresh_bindings()
 
@@ -318,7 +322,7 @@ class RmtApp(App):
         if msg.error and current:
             self._error(msg.error)
         elif current and msg.job.name != "layer":
-            self.notify(f"done: {msg.job.label}")
+            self._say(f"done: {msg.job.label}")
         self._refresh_panel()
         self.refresh_bindings()
 
@@ -333,15 +337,19 @@ class RmtApp(App):
             plot.view = "sweep"
             self._refresh_selection()
 
+    def _say(self, message: str, **kw) -> None:
+        """A toast. Messages may hold tensor names, so never markup and never raw control characters."""
+        self.notify(printable(message), markup=False, **kw)
+
     def _error(self, message: str) -> None:
         self.last_error = message
-        self.notify(message, title="error", severity="error", timeout=10)
+        self._say(message, title="error", severity="error", timeout=10)
         self._refresh_panel()
 
     # ------------------------------------------------------------------------------- other actions
     def action_cycle_view(self) -> None:
         view = self.query_one(SpectrumPlot).cycle()
-        self.notify(f"view: {VIEW_TITLES[view]}", timeout=2)
+        self._say(f"view: {VIEW_TITLES[view]}", timeout=2)
 
     def action_find(self) -> None:
         names = [k for k in self.query_one(LayerTree).leaves]
@@ -406,5 +414,5 @@ class RmtApp(App):
                 yield SystemCommand(b.tooltip.capitalize(), f"key {self._key_label(b.key)}",
                                     lambda a=b.action: self.run_action(a))
         for key in list(self.query_one(LayerTree).leaves)[:2000]:
-            yield SystemCommand(f"Go to {key.name}", self.session.opened[key.ckpt].path.name,
+            yield SystemCommand(f"Go to {printable(key.name)}", self.session.opened[key.ckpt].path.name,
                                 lambda k=key: self.query_one(LayerTree).reveal(k))

@@ -10,11 +10,23 @@ import json
 import os
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from core import __version__
-from core.errors import CheckpointError, EvaluationError, OutputExistsError, RmtError, UnsafeCheckpointError, UsageError
+from core.errors import (
+    CheckpointError,
+    EvaluationError,
+    InsufficientMemoryError,
+    OutputExistsError,
+    OutputWriteError,
+    RmtError,
+    RmtWarning,
+    UnsafeCheckpointError,
+    UsageError,
+)
+from core.text import printable
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -22,12 +34,16 @@ EXIT_INPUT = 3  # unreadable or invalid checkpoint / data
 EXIT_UNSAFE = 4  # a pickle that asked to run code
 EXIT_EVAL = 5  # evaluator missing or failed
 EXIT_EXISTS = 6  # output exists and --force was not given
+EXIT_MEMORY = 7  # a tensor (or its analysis) needs more memory than is available; refused before reading
+EXIT_WRITE = 8  # the output could not be written (disk full, read-only, permission denied); nothing left behind
 EXIT_INTERRUPTED = 130
 
 COMMANDS = ("report", "truncate", "eval", "sweep")
 
 EPILOG = """exit codes: 0 ok, 2 usage error, 3 unreadable or invalid input, 4 unsafe input (pickle that
-runs code; refused), 5 evaluator error, 6 output exists (use --force), 130 interrupted (Ctrl-C)"""
+runs code; refused), 5 evaluator error, 6 output exists (use --force), 7 not enough memory for a
+tensor (refused before reading it), 8 output cannot be written (disk full, read-only, permission
+denied; nothing left behind), 130 interrupted (Ctrl-C)"""
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -284,8 +300,9 @@ def cmd_app(args) -> int:
 
 
 # Most specific first: an unsafe pickle is also a checkpoint error.
-ERROR_CODES = [(UnsafeCheckpointError, EXIT_UNSAFE), (CheckpointError, EXIT_INPUT), (EvaluationError, EXIT_EVAL),
-               (OutputExistsError, EXIT_EXISTS), (UsageError, EXIT_USAGE), (RmtError, EXIT_INPUT)]
+ERROR_CODES = [(UnsafeCheckpointError, EXIT_UNSAFE), (InsufficientMemoryError, EXIT_MEMORY),
+               (CheckpointError, EXIT_INPUT), (EvaluationError, EXIT_EVAL), (OutputExistsError, EXIT_EXISTS),
+               (OutputWriteError, EXIT_WRITE), (UsageError, EXIT_USAGE), (RmtError, EXIT_INPUT)]
 
 HANDLERS = {"report": cmd_report, "truncate": cmd_truncate, "eval": cmd_eval, "sweep": cmd_sweep, "app": cmd_app}
 
@@ -297,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["app"] + argv
     args = build_parser().parse_args(argv)
     try:
-        return HANDLERS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RmtWarning)
+            warnings.showwarning = _show_warning
+            return HANDLERS[args.command](args)
     except KeyboardInterrupt:
         print("rmt-tui: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -305,8 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except RmtError as exc:
         code = next(code for cls, code in ERROR_CODES if isinstance(exc, cls))
-        print(f"rmt-tui: error: {exc}", file=sys.stderr)
+        print(f"rmt-tui: error: {printable(str(exc))}", file=sys.stderr)
         return code
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """RmtWarnings are messages for the user, one line on stderr; others keep Python's format."""
+    if issubclass(category, RmtWarning):
+        print(f"rmt-tui: warning: {printable(str(message))}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":

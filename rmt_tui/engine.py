@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import RmtError
+from core.errors import RmtError, RmtWarning
 from core.scan import AnalysisOptions, Cancelled, CancelToken, LayerResult, analyse_layer
 
 POLL_SECONDS = 0.05
@@ -50,13 +52,16 @@ def _serve(conn) -> None:  # the child process
         if msg is None:
             return
         rid, args = msg
-        try:
-            reply = ("ok", _analyse(opened, *args))
-        except RmtError as exc:
-            reply = ("error", RmtError(str(exc)))
-        except Exception as exc:  # a bug must come back as a message, not kill the server
-            reply = ("error", RmtError(f"{type(exc).__name__}: {exc}"))
-        conn.send((rid, reply))
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "the cache cannot be written"
+            warnings.simplefilter("always", RmtWarning)
+            try:
+                reply = ("ok", _analyse(opened, *args))
+            except RmtError as exc:
+                reply = ("error", RmtError(str(exc)))
+            except Exception as exc:  # a bug must come back as a message, not kill the server
+                reply = ("error", RmtError(f"{type(exc).__name__}: {exc}"))
+        notes = [str(w.message) for w in caught if issubclass(w.category, RmtWarning)]
+        conn.send((rid, (*reply, notes)))
 
 
 class ProcessEngine:
@@ -64,7 +69,8 @@ class ProcessEngine:
     order over a socket pair. A plain subprocess, not multiprocessing's spawn: nothing of the
     parent's __main__ is re-run, and its output goes to /dev/null, never to the UI's terminal."""
 
-    def __init__(self):
+    def __init__(self, on_warning: Callable[[str], None] | None = None):
+        self.on_warning = on_warning  # called (from the waiting thread) with each warning the child raised
         self._conn, child = multiprocessing.Pipe()
         self._proc = subprocess.Popen([sys.executable, "-m", "rmt_tui.engine", str(child.fileno())],
                                       pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
@@ -89,13 +95,16 @@ class ProcessEngine:
                         raise Cancelled()
                     if not self._conn.poll(POLL_SECONDS):
                         continue
-                    got, (status, value) = self._conn.recv()
+                    got, (status, value, notes) = self._conn.recv()
                     if got == rid:
                         break
             except (EOFError, OSError, BrokenPipeError):
                 raise RmtError("the analysis process stopped; restart rmt-tui") from None
         finally:
             self._lock.release()
+        for note in notes:
+            if self.on_warning is not None:
+                self.on_warning(note)
         if status == "error":
             raise value
         return value

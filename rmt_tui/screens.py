@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from .tables import shown
+
 
 class Dialog(ModalScreen):
     """A centred, bordered box over the app. Unscoped CSS so the rules reach every dialog subclass."""
@@ -80,7 +82,7 @@ class FindScreen(Dialog):
     def _fill(self, q: str) -> None:
         ol = self.query_one(OptionList)
         ol.clear_options()
-        ol.add_options([Option(n, id=n) for n in self.matches(q)])
+        ol.add_options([Option(shown(n), id=n) for n in self.matches(q)])
         if ol.option_count:
             ol.highlighted = 0
 
@@ -92,7 +94,7 @@ class FindScreen(Dialog):
         if ol.highlighted is not None and ol.option_count:
             self.dismiss(ol.get_option_at_index(ol.highlighted).id)
         else:
-            self.notify(f"no layer matches {event.value!r}", severity="warning")
+            self.notify(f"no layer matches {event.value!r}", severity="warning", markup=False)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
@@ -117,13 +119,13 @@ class OpenScreen(Dialog):
         with Vertical():
             yield Static("open a checkpoint: file (.safetensors .pt .pth .bin .npz) or model folder")
             yield Input(value=self.value, placeholder="path", id="path")
-            yield Static(self.error or "", classes="error", id="open-error")
+            yield Static(shown(self.error or ""), classes="error", id="open-error")
 
     def on_mount(self) -> None:
         self.query_one(Input).cursor_blink = False
 
     def show_error(self, message: str) -> None:
-        self.query_one("#open-error", Static).update(message)
+        self.query_one("#open-error", Static).update(shown(message))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
@@ -139,5 +141,5 @@ class ConfirmQuit(Dialog):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(Text("Work is running: " + ", ".join(self.running), style="bold"))
+            yield Static(shown("Work is running: " + ", ".join(self.running), "bold"))
             yield Static("Quit anyway? It is cancelled and nothing partial is saved.  [y]es / [n]o")

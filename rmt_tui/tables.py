@@ -2,8 +2,16 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from core.methods import short_label
+from core.text import printable
+
+
+def shown(text: str, style: str = "") -> Text:
+    """A name or message from a checkpoint as terminal text: control characters escaped, and
+    never read as Rich markup (a tensor may be called "[red]x")."""
+    return Text(printable(text), style=style)
 
 
 def fmt(x, spec=".3g") -> str:
@@ -12,7 +20,7 @@ def fmt(x, spec=".3g") -> str:
 
 
 def report_table(doc: dict, methods) -> Table:
-    t = Table(title=doc["checkpoint"], title_justify="left", pad_edge=False, expand=False)
+    t = Table(title=shown(doc["checkpoint"]), title_justify="left", pad_edge=False, expand=False)
     t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=28)
     t.add_column("matrix", no_wrap=True)
     for m in methods:
@@ -25,17 +33,17 @@ def report_table(doc: dict, methods) -> Table:
         cells = [c for r in results for c in (fmt(r["rank"], "d"), fmt(r["avew"]))]
         poor = [short_label(m) for m, r in zip(methods, results) if r["poor_fit"]]
         if layer["status"] != "ok":
-            note = f"[dim]{layer['reason']}[/]"
+            note = shown(layer["reason"], "dim")
         elif all(r["reason"] for r in results):
-            note = f"[dim]n/a: {results[0]['reason']}[/]"
+            note = shown(f"n/a: {results[0]['reason']}", "dim")
         else:
-            note = "[yellow]poor MP fit: " + ",".join(poor) + "[/]" if poor else "fit ok"
-        t.add_row(layer["name"], matrix, *cells, note)
+            note = Text("poor MP fit: " + ",".join(poor), style="yellow") if poor else Text("fit ok")
+        t.add_row(shown(layer["name"]), matrix, *cells, note)
     return t
 
 
 def eval_table(doc: dict) -> Table:
-    t = Table(title=f"{doc['checkpoint']} — evaluator {doc['evaluator']}", title_justify="left")
+    t = Table(title=shown(f"{doc['checkpoint']} — evaluator {doc['evaluator']}"), title_justify="left")
     t.add_column("truncation")
     t.add_column("accuracy", justify="right")
     t.add_column("ranks", overflow="fold")
@@ -43,7 +51,7 @@ def eval_table(doc: dict) -> Table:
     t.add_column("Avew", justify="right")
     t.add_row("none (baseline)", f"{doc['baseline']['accuracy']:.4f}", "", "", "")
     for m, o in doc["methods"].items():
-        ranks = " ".join(f"{k.rsplit('.', 1)[0]}:{v}" for k, v in o["ranks"].items())
+        ranks = shown(" ".join(f"{k.rsplit('.', 1)[0]}:{v}" for k, v in o["ranks"].items()))
         t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", f"{o['accuracy']:.4f}", ranks, f"{o['params_saved']:,}",
                   fmt(o["mean_avew"]))
     return t
@@ -51,7 +59,7 @@ def eval_table(doc: dict) -> Table:
 
 def sweep_table(doc: dict) -> Table:
     marks = [(v, short_label(m)) for m, v in doc["method_ranks"].items() if v is not None]
-    t = Table(title=f"{doc['layer']} (p = {doc['p']}), baseline accuracy {doc['baseline']['accuracy']:.4f}",
+    t = Table(title=shown(f"{doc['layer']} (p = {doc['p']}), baseline accuracy {doc['baseline']['accuracy']:.4f}"),
               title_justify="left")
     t.add_column("rank k", justify="right")
     t.add_column("accuracy", justify="right")

@@ -16,7 +16,7 @@ from core.scan import LayerResult
 
 from .plots import VIEWS, draw_histogram, draw_sweep, draw_values, style
 from .session import ALL_LAYERS, LayerKey, Opened
-from .tables import fmt
+from .tables import fmt, shown
 
 if TYPE_CHECKING:
     from core.evaluation import EvalReport, SweepReport
@@ -51,7 +51,7 @@ class LayerTree(Tree[LayerKey | None]):
         self.leaves: dict[LayerKey, TreeNode] = {}
 
     def add_checkpoint(self, o: Opened) -> TreeNode:
-        top = self.root.add(Text(o.path.name, style="bold"), data=None, expand=True)
+        top = self.root.add(shown(o.path.name, "bold"), data=None, expand=True)
         groups: dict[tuple[str, ...], TreeNode] = {(): top}
         for layer in o.ckpt.layers:
             parts = layer.name.split(".")
@@ -59,7 +59,7 @@ class LayerTree(Tree[LayerKey | None]):
             for i in range(1, len(parts)):
                 prefix = tuple(parts[:i])
                 if prefix not in groups:
-                    groups[prefix] = parent.add(parts[i - 1], data=None, expand=len(o.ckpt.layers) <= 64)
+                    groups[prefix] = parent.add(shown(parts[i - 1]), data=None, expand=len(o.ckpt.layers) <= 64)
                 parent = groups[prefix]
             key = LayerKey(o.index, layer.name)
             self.leaves[key] = parent.add_leaf(self.leaf_label(layer, None), data=key)
@@ -67,7 +67,7 @@ class LayerTree(Tree[LayerKey | None]):
 
     @staticmethod
     def leaf_label(layer: Layer, result: LayerResult | None) -> Text:
-        t = Text(layer.name.rsplit(".", 1)[-1])
+        t = shown(layer.name.rsplit(".", 1)[-1])
         shape = "×".join(map(str, layer.matrix or layer.shape))
         t.append(f" {shape}", style="dim" if layer.matrix is None else "")
         t.append_text(rank_marks(result) if layer.matrix is not None else Text(" –", style="dim"))
@@ -160,7 +160,7 @@ class SpectrumPlot(Widget):
             if self.view == "sweep":
                 return Text("sweep view: no sweep for this layer yet — press s to run one", style="dim")
             reason = self.result.reason if self.result is not None else None
-            return Text(self.message or (f"not analysed: {reason}" if reason else "select a layer"), style="dim")
+            return shown(self.message or (f"not analysed: {reason}" if reason else "select a layer"), "dim")
         self._draw(self.view)
         return self._drawn[self.view][1]
 
@@ -181,20 +181,20 @@ class ResultsPanel(Static):
             parts.append(Text("\njobs", style="bold"))
             for j in jobs:
                 frac = f" {j.done}/{j.total}" if j.total else ""
-                parts.append(Text(f" {j.label}{frac} {j.what}".rstrip()))
+                parts.append(shown(f" {j.label}{frac} {j.what}".rstrip()))
         if error:
-            parts.append(Text(f"\nerror: {error}", style="bold red"))
+            parts.append(Text("\nerror: ", style="bold red") + shown(error, "bold red"))
         self.update(Group(*parts) if parts else Text("no layer selected", style="dim"))
 
     @staticmethod
     def _layer_part(layer: Layer, result: LayerResult | None) -> list[RenderableType]:
-        head = Text(layer.name, style="bold")
+        head = shown(layer.name, "bold")
         head.append(f"\n{layer.kind} · {layer.dtype} · stored {'×'.join(map(str, layer.shape)) or 'scalar'}")
         if result is None:
-            return [head, Text("\nanalysing…" if layer.matrix else f"\n{layer.reason}", style="dim")]
+            return [head, shown("\nanalysing…" if layer.matrix else f"\n{layer.reason}", "dim")]
         a = result.analysis
         if result.reason is not None:
-            head.append(f"\nnot analysed: {result.reason}", style="yellow")
+            head.append_text(shown(f"\nnot analysed: {result.reason}", "yellow"))
             return [head]
         sh = a.shape
         view = f"matrix {sh.m}×{sh.n}" + (" (conv reshaped: out × in·kh·kw)" if layer.kind == "conv"
