@@ -48,22 +48,22 @@ def config_key(methods, weighting: str) -> str:
 # Cache folders found unwritable in this process (root → why): writing is off for them, and the
 # user was told once. Reading still works (a read-only cache is still a cache).
 _UNWRITABLE: dict[Path, str] = {}
+_SWEPT: set[Path] = set()  # cache folders whose dead writers' temporary files this process removed
 
 
 class SpectrumCache:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "spectra"
         self._tmp = self.root / "tmp"  # every writer's temporary files, so one listing finds a dead one's
-        self._swept = False
+        if self.root not in _SWEPT:
+            _SWEPT.add(self.root)
+            remove_stale_temps(self._tmp)
 
     def _write(self, path: Path, data: bytes) -> None:
         """Write one entry atomically; on the first failure turn writing off with one warning."""
         if self.root in _UNWRITABLE:
             return
         try:
-            if not self._swept:
-                self._swept = True
-                remove_stale_temps(self._tmp)
             with atomic_output(path, tmp_dir=self._tmp) as tmp:
                 tmp.write_bytes(data)
         except OSError as exc:

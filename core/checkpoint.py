@@ -524,6 +524,9 @@ def _folder_source(path: Path) -> _Source:
                 weight_map = json.loads(index.read_text())["weight_map"]
                 if not isinstance(weight_map, dict):
                     raise TypeError("weight_map is not an object")
+                bad = next((k for k, v in weight_map.items() if not isinstance(v, str)), None)
+                if bad is not None:
+                    raise TypeError(f"weight_map[{bad!r}] is not a file name")
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 raise CheckpointError(index, f"unreadable index file ({_first_line(exc)})") from None
             shards = list(dict.fromkeys(weight_map.values()))

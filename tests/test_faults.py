@@ -1,0 +1,535 @@
+"""The fault campaign: hostile files and failing machines, each through ``core`` and through the
+CLI. Every case ends in a clear error (message, exit code, empty stdout, no temporary file left)
+or in correct results — never a traceback, a hang or a partial file. Real conditions are used
+where the machine allows them: a FIFO, a full tmpfs, a read-only mount, an immutable folder,
+SIGKILL of a real process, processes racing on one cache."""
+import contextlib
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import core.memory
+from core.checkpoint import open_checkpoint
+from core.errors import CheckpointError, InsufficientMemoryError, OutputWriteError
+from core.paths import DEFAULT_DEMO_MODEL, atomic_output, remove_stale_temps
+from core.scan import AnalysisOptions, analyse_checkpoint
+from core.text import printable
+from core.truncation import export_safetensors
+from rmt_tui.cli import EXIT_INPUT, EXIT_MEMORY, EXIT_OK, EXIT_WRITE, main
+
+CLI = [sys.executable, "-m", "rmt_tui.cli"]
+FUZZ = settings(max_examples=40, deadline=10_000,  # a deadline here catches hangs, not slowness
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def cli(*args, env=None, timeout=120):
+    r = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def refused(r, code, *words):
+    """The CLI's answer to bad input: the exit code, nothing on stdout, one message naming it."""
+    assert r.returncode == code, r.stderr
+    assert r.stdout == ""
+    assert r.stderr.startswith("rmt-tui: error: ")
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+
+
+def temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def planted_file(path: Path, layers=6, m=160, n=120, seed=0) -> Path:
+    g = np.random.default_rng(seed)
+    sd = {}
+    for i in range(layers):
+        a, b = np.linalg.qr(g.standard_normal((m, 3)))[0], np.linalg.qr(g.standard_normal((n, 3)))[0]
+        w = 0.05 * np.sqrt(m) * (a * [6, 4, 3]) @ b.T + 0.05 * g.standard_normal((m, n))
+        sd[f"layers.{i}.weight"] = torch.from_numpy(w.astype(np.float32))
+    save_file(sd, str(path))
+    return path
+
+
+# ------------------------------------------------------------------------------------ memory guard
+
+
+def _bomb_npz(path: Path, shape=(200_000, 200_000)) -> Path:
+    """An .npz whose member header declares 149 GB, in a few hundred bytes."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (63 - (len(header) + 10) % 64) + "\n"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 4096
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("w.npy", data)
+    return path
+
+
+def test_npz_header_that_claims_hundreds_of_gb(tmp_path):
+    p = _bomb_npz(tmp_path / "bomb.npz")
+    with pytest.raises(CheckpointError, match=r"declares float32 \[200000, 200000\] \(149\.0 GB\) but it holds"):
+        open_checkpoint(p)
+    refused(cli("report", p), EXIT_INPUT, "bomb.npz", "149.0 GB")
+
+
+def test_memory_guard_refuses_a_real_matrix_that_does_not_fit(tmp_path, monkeypatch, capsys):
+    p = planted_file(tmp_path / "m.safetensors", layers=1)
+    monkeypatch.setattr(core.memory, "CHECK_ABOVE", 0)
+    monkeypatch.setattr(core.memory, "available_bytes", lambda: core.memory.HEADROOM + 50_000)
+    ck = open_checkpoint(p)  # listing needs no memory
+    with pytest.raises(InsufficientMemoryError, match=r"needs 75\.0 KB of memory and only 48\.8 KB is available"):
+        ck.tensor("layers.0.weight")
+    with pytest.raises(InsufficientMemoryError, match=r"analysing 'layers\.0\.weight' needs"):
+        list(analyse_checkpoint(ck, AnalysisOptions(use_cache=False)))
+    assert main(["report", str(p), "--no-cache"]) == EXIT_MEMORY
+    out, err = capsys.readouterr()
+    assert out == "" and "of memory and only" in err and "more memory" in err
+
+
+def test_available_memory_is_known_here():
+    avail = core.memory.available_bytes()
+    assert avail is not None and avail > 0
+
+
+# ------------------------------------------------------------------------------------ deep pickles
+
+
+def test_pickle_nested_thousands_of_levels(tmp_path):
+    d = inner = {}
+    for _ in range(5000):
+        inner["a"] = {}
+        inner = inner["a"]
+    inner["w"] = torch.arange(12.0).reshape(4, 3)
+    p = tmp_path / "deep.pt"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # torch.save pickles recursively
+    try:
+        torch.save(d, p)
+    finally:
+        sys.setrecursionlimit(limit)
+    ck = open_checkpoint(p)
+    (name,) = ck.tensors
+    assert name == "a." * 5000 + "w" and torch.equal(ck.tensor(name), inner["w"])
+    r = cli("report", p, "--format", "json", "--no-cache")
+    assert r.returncode == EXIT_OK and json.loads(r.stdout)["layers"][0]["name"] == name
+
+
+# ------------------------------------------------------------------------------------ not a regular file
+
+
+def test_fifo_and_device_are_refused_at_once(tmp_path):
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    for path, kind in [(fifo, "FIFO"), (Path("/dev/zero"), "device")]:
+        with pytest.raises(CheckpointError, match=kind):
+            open_checkpoint(path)
+        refused(cli("report", path, timeout=60), EXIT_INPUT, kind, "not a checkpoint file")
+
+
+# ------------------------------------------------------------------------------------ HF index escapes
+
+
+def _hf_folder(folder: Path, shard_name: str, shard_path: Path | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = shard_path or folder / shard_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.randn(8, 6)}, str(target))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard_name}}))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink"])
+def test_index_naming_a_shard_outside_the_folder_is_refused(tmp_path, case):
+    outside = tmp_path / "elsewhere" / "secret.safetensors"
+    model = tmp_path / "model"
+    if case == "dotdot":
+        _hf_folder(model, "../elsewhere/secret.safetensors", outside)
+    elif case == "absolute":
+        _hf_folder(model, str(outside), outside)
+    else:
+        _hf_folder(model, "model-00001-of-00001.safetensors", outside)
+        (model / "model-00001-of-00001.safetensors").symlink_to(outside)
+    with pytest.raises(CheckpointError, match="refused: .*outside the model folder"):
+        open_checkpoint(model)
+    refused(cli("report", model), EXIT_INPUT, "model.safetensors.index.json", "outside the model folder")
+
+
+def test_hub_cache_snapshot_links_into_blobs_are_followed(tmp_path):
+    """The Hugging Face hub cache keeps snapshot files as links into the repository's blobs/."""
+    repo = tmp_path / "models--org--name"
+    blob = repo / "blobs" / "0123abcd"
+    snap = _hf_folder(repo / "snapshots" / "rev1", "model-00001-of-00001.safetensors", blob)
+    (snap / "model-00001-of-00001.safetensors").symlink_to(Path("../../blobs/0123abcd"))
+    assert list(open_checkpoint(snap).tensors) == ["w"]
+
+
+# ------------------------------------------------------------------------------------ safetensors regions
+
+
+def _safetensors_with(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+SAFETENSORS_CASES = {
+    "overlap": ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                 "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]}}, 24, "overlaps the one before it"),
+    "gap": ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+             "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [24, 40]}}, 40, "leaves a gap of 8 bytes"),
+    "trailing": ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, 32,
+                 "cover 16 bytes of data but the file holds 32"),
+    "same region twice": ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                           "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, 16, "overlaps"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAFETENSORS_CASES))
+def test_safetensors_regions_must_tile_the_data(tmp_path, case):
+    header, size, message = SAFETENSORS_CASES[case]
+    p = tmp_path / "r.safetensors"
+    p.write_bytes(_safetensors_with(header, b"\0" * size))
+    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
+        open_checkpoint(p)
+    refused(cli("report", p), EXIT_INPUT, message)
+
+
+def test_safetensors_header_over_the_format_limit(tmp_path):
+    p = tmp_path / "big-header.safetensors"
+    with open(p, "wb") as f:  # a sparse file: the header length is believable, the file is not
+        f.write(struct.pack("<Q", 100_000_001) + b"{")
+        f.truncate(8 + 100_000_001 + 16)
+    refused(cli("report", p), EXIT_INPUT, "more than the format's 95.4 MB limit")
+
+
+# ------------------------------------------------------------------------------------ full, read-only, unwritable
+
+
+@contextlib.contextmanager
+def mounted(tmp_path: Path, name: str, options: str, source: Path | None = None):
+    """A real tmpfs (or a read-only bind mount of ``source``), unmounted afterwards."""
+    where = tmp_path / name
+    where.mkdir()
+    args = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)] if source is None else \
+        ["mount", "--bind", "-o", options, str(source), str(where)]
+    if subprocess.run(args, capture_output=True).returncode != 0:
+        pytest.skip("this machine does not allow mounting a file system (not root?)")
+    try:
+        if source is not None and "ro" in options.split(","):  # older kernels ignore ro on the first bind
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(where)], check=True)
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextlib.contextmanager
+def immutable(folder: Path):
+    """A folder nobody (root included) may create files in."""
+    folder.mkdir(exist_ok=True)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+@contextlib.contextmanager
+def unwritable(tmp_path: Path, how: str):
+    if how == "disk full":
+        with mounted(tmp_path, "small", "size=256k") as where:
+            with open(where / ".filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+                while f.write(b"\0" * 4096):  # to the last byte
+                    pass
+            yield where, "No space left on device"
+    elif how == "read-only":
+        (tmp_path / "ro-src").mkdir()
+        with mounted(tmp_path, "ro", "ro", source=tmp_path / "ro-src") as where:
+            yield where, "Read-only file system"
+    else:
+        with immutable(tmp_path / "locked") as where:
+            yield where, "Operation not permitted"
+
+
+def _visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != ".filler")
+
+
+@pytest.mark.parametrize("how", ["disk full", "read-only", "unwritable folder"])
+def test_export_that_cannot_be_written(tmp_path, how):
+    with unwritable(tmp_path, how) as (where, why):
+        out = where / "t.safetensors"
+        r = cli("truncate", DEFAULT_DEMO_MODEL, "--method", "bema", "-o", out)
+        refused(r, EXIT_WRITE, str(out), why, "nothing was written")
+        assert _visible(where) == []  # no partial file, no temporary file
+        with pytest.raises(OutputWriteError, match=why):
+            export_safetensors({"w": torch.zeros(300, 300)}, out, {})
+        assert _visible(where) == []
+
+
+@pytest.mark.parametrize("how", ["disk full", "read-only", "unwritable folder"])
+def test_cache_that_cannot_be_written_warns_once_and_the_analysis_finishes(tmp_path, how):
+    p = planted_file(tmp_path / "m.safetensors")
+    expected = cli("report", p, "--format", "json", "--no-cache").stdout
+    with unwritable(tmp_path, how) as (where, why):
+        r = cli("report", p, "--format", "json", env={"RMT_TUI_CACHE_DIR": str(where / "cache")})
+        assert r.returncode == EXIT_OK and r.stdout == expected
+        warnings = [line for line in r.stderr.splitlines() if line.startswith("rmt-tui: warning:")]
+        assert len(warnings) == 1 and "cannot be written" in warnings[0] and why in warnings[0], r.stderr
+        assert temps(where) == []
+
+
+# ------------------------------------------------------------------------------------ SIGKILL and races
+
+
+def _kill_midway(args, env, delays):
+    """Start the CLI again and again, SIGKILLing it after each delay; returns how many runs it
+    did not finish."""
+    killed = 0
+    for delay in delays:
+        proc = subprocess.Popen(CLI + [str(a) for a in args], env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    return killed
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sigkill_during_analysis_leaves_a_consistent_cache(tmp_path):
+    p = planted_file(tmp_path / "m.safetensors", layers=40, m=300, n=200)
+    env = {"RMT_TUI_CACHE_DIR": str(tmp_path / "cache")}
+    expected = cli("report", p, "--format", "json", "--no-cache").stdout
+    assert _kill_midway(["report", p, "--format", "json"], env, [2.0, 2.4, 2.8, 3.2]) >= 1
+    # A writer killed between creating and renaming a temporary file leaves it behind; plant one
+    # with a dead writer's PID, as SIGKILL would, beside whatever the kills above left.
+    (tmp_path / "cache" / "spectra" / "tmp").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cache" / "spectra" / "tmp" / f".x.f64.{_dead_pid()}.0badc0de.tmp").write_bytes(b"half")
+    assert cli("report", p, "--format", "json", env=env).stdout == expected
+    assert temps(tmp_path / "cache") == []
+    assert cli("report", p, "--format", "json", env=env).stdout == expected  # now all from the cache
+
+
+def test_processes_racing_on_one_cache_agree(tmp_path):
+    p = planted_file(tmp_path / "m.safetensors", layers=12, m=300, n=200)
+    env = {**os.environ, "RMT_TUI_CACHE_DIR": str(tmp_path / "cache")}
+    expected = cli("report", p, "--format", "json", "--no-cache").stdout
+    procs = [subprocess.Popen(CLI + ["report", str(p), "--format", "json"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [o[1] for o in outs]
+    assert [o[0] for o in outs] == [expected] * 3
+    assert cli("report", p, "--format", "json", env=env).stdout == expected
+    assert temps(tmp_path / "cache") == []
+
+
+def test_sigkill_during_export_leaves_no_partial_output(tmp_path):
+    out = tmp_path / "out" / "t.safetensors"
+    out.parent.mkdir()
+    _kill_midway(["truncate", DEFAULT_DEMO_MODEL, "--method", "rank:20", "-o", out, "--no-cache"], {},
+                 [0.8, 1.2, 1.6, 2.0, 2.4, 2.8])
+    if out.exists():  # a run finished: then its file is whole
+        assert set(load_file(str(out))) == set(open_checkpoint(DEFAULT_DEMO_MODEL).tensors)
+    (out.parent / f".t.safetensors.{_dead_pid()}.0badc0de.tmp").write_bytes(b"half")  # as SIGKILL leaves
+    r = cli("truncate", DEFAULT_DEMO_MODEL, "--method", "rank:20", "-o", out, "--force", "--no-cache")
+    assert r.returncode == EXIT_OK, r.stderr
+    assert [p.name for p in out.parent.iterdir()] == ["t.safetensors"]
+    assert set(load_file(str(out))) == set(open_checkpoint(DEFAULT_DEMO_MODEL).tensors)
+
+
+def test_atomic_output_never_replaces_a_file_created_meanwhile(tmp_path):
+    target = tmp_path / "o.bin"
+    with pytest.raises(FileExistsError):
+        with atomic_output(target, overwrite=False) as tmp:
+            tmp.write_bytes(b"mine")
+            target.write_bytes(b"theirs")  # someone else got there first
+    assert target.read_bytes() == b"theirs" and temps(tmp_path) == []
+
+
+def test_only_dead_writers_temporary_files_are_removed(tmp_path):
+    live = tmp_path / f".o.bin.{os.getppid()}.00000000.tmp"
+    dead = tmp_path / f".o.bin.{_dead_pid()}.00000000.tmp"
+    other = tmp_path / ".unrelated.tmp"
+    for f in (live, dead, other):
+        f.write_bytes(b"")
+    assert remove_stale_temps(tmp_path) == 1
+    assert live.exists() and other.exists() and not dead.exists()
+
+
+# ------------------------------------------------------------------------------------ names with escapes
+
+HOSTILE_NAMES = ["evil\x1b[2J\x1b[31m.weight", "bell\x07.weight", "[bold]markup[/bold].weight", "rtl\u202eexe.weight",
+                 "csi\x9b31m.weight"]
+
+
+def _hostile_names_file(path: Path) -> Path:
+    g = torch.Generator().manual_seed(0)
+    save_file({n: torch.randn(40, 32, generator=g) for n in HOSTILE_NAMES}, str(path))
+    return path
+
+
+def _raw_controls(text: str) -> list[str]:
+    return [c for c in text if c in "\x1b\x07\x9b\u202e"]
+
+
+def test_control_characters_never_reach_the_terminal_from_the_cli(tmp_path):
+    p = _hostile_names_file(tmp_path / "names.safetensors")
+    table = cli("report", p, "--no-cache", env={"COLUMNS": "200"})
+    assert table.returncode == 0 and _raw_controls(table.stdout + table.stderr) == []
+    assert "\\x1b[2J" in table.stdout and "[bold]markup[/bold]" in table.stdout  # shown, escaped, not obeyed
+    doc = json.loads(cli("report", p, "--format", "json", "--no-cache").stdout)
+    assert sorted(layer["name"] for layer in doc["layers"]) == sorted(HOSTILE_NAMES)  # JSON: the exact names
+    err = cli("sweep", p, "--layer", HOSTILE_NAMES[0], "--evaluator", "no_such_module:evaluate")
+    assert _raw_controls(err.stderr) == []
+
+
+async def test_control_characters_never_reach_the_terminal_from_the_app(tmp_path):
+    from rich.console import Console
+
+    from rmt_tui.app import RmtApp
+    from rmt_tui.engine import InlineEngine
+    from rmt_tui.widgets import LayerTree, ResultsPanel
+
+    def plain(renderable) -> str:
+        console = Console(width=100, file=io.StringIO(), color_system=None)
+        console.print(renderable)
+        return console.file.getvalue()
+
+    app = RmtApp([_hostile_names_file(tmp_path / "names.safetensors")], engine=InlineEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        tree = app.query_one(LayerTree)
+        for key in list(tree.leaves):
+            tree.reveal(key)
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            panel = plain(app.query_one(ResultsPanel).content)
+            assert _raw_controls(panel) == [] and printable(key.name) in panel and "ŝ" in panel
+        nodes, labels = [tree.root], []
+        while nodes:  # groups (the dotted prefixes) and leaves alike
+            node = nodes.pop()
+            nodes.extend(node.children)
+            labels.append(plain(node.label))
+        assert all(_raw_controls(label) == [] for label in labels)
+        assert any("evil\\x1b[2J\\x1b[31m" in label for label in labels)
+        assert any("[bold]markup[/bold]" in label for label in labels)  # shown, not obeyed
+
+
+def test_printable_escapes_controls_and_keeps_text():
+    assert printable("a\x1b[31mb\u202ec\nd é 漢 [x]") == "a\\x1b[31mb\\u202ec\\x0ad é 漢 [x]"
+    assert printable("layers.0.weight") == "layers.0.weight"
+
+
+# ------------------------------------------------------------------------------------ float8
+
+
+def test_float8_is_described_truthfully(tmp_path):
+    p = tmp_path / "fp8.safetensors"
+    save_file({"w": torch.randn(64, 48).to(torch.float8_e4m3fn), "b": torch.randn(64, 48)}, str(p))
+    layer = open_checkpoint(p).layer("w")
+    assert not layer.analysable and "float8_e4m3fn: a quantised weight" in layer.reason
+    assert "scales" in layer.reason and "not a floating-point" not in layer.reason
+
+
+# ------------------------------------------------------------------------------------ fuzzing
+
+
+def _pt_with_pickle(path: Path, data_pkl: bytes, template: Path) -> None:
+    """A copy of the zip checkpoint ``template`` with its data.pkl replaced (valid CRCs, so the
+    mutation reaches the unpickler rather than the zip reader)."""
+    with zipfile.ZipFile(template) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, data_pkl if info.filename.endswith("data.pkl") else src.read(info))
+
+
+def _ends_well(path: Path) -> None:
+    """Any input ends in results or a CheckpointError."""
+    try:
+        ck = open_checkpoint(path)
+        list(analyse_checkpoint(ck, AnalysisOptions(use_cache=False)))
+    except CheckpointError:
+        pass
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_pickle_inside_a_valid_pt(tmp_path, data):
+    template = tmp_path / "template.pt"
+    if not template.exists():
+        torch.save({"fc.weight": torch.randn(40, 30), "fc.bias": torch.zeros(40), "n": 3}, template)
+    with zipfile.ZipFile(template) as z:
+        pkl = bytearray(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
+    for _ in range(data.draw(st.integers(1, 6))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        i = data.draw(st.integers(0, len(pkl) - 1))
+        if op == "flip":
+            pkl[i] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            pkl[i:i] = data.draw(st.binary(min_size=1, max_size=4))
+        elif len(pkl) > 2:
+            del pkl[i]
+    _pt_with_pickle(tmp_path / "m.pt", bytes(pkl), template)
+    _ends_well(tmp_path / "m.pt")
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_npz_member_headers(tmp_path, data):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ones((6, 5), dtype=np.float32))
+    raw = bytearray(buf.getvalue())
+    header_end = raw.index(b"\n") + 1
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, header_end - 1))] = data.draw(st.sampled_from(b"0123456789(),' :<>f8{}xX\x00"))
+    with zipfile.ZipFile(tmp_path / "m.npz", "w") as z:
+        z.writestr("w.npy", bytes(raw))
+    _ends_well(tmp_path / "m.npz")
+
+
+_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=8)
+
+
+@FUZZ
+@given(weight_map=st.one_of(_JSON_VALUES, st.dictionaries(
+    st.sampled_from(["w", "v", "x", ""]), st.sampled_from(["model.safetensors", "../x", "/etc/passwd", "", ".", "nope",
+                                                           "sub/../model.safetensors", 3, None]), max_size=3)),
+       wrap=st.booleans())
+def test_fuzz_hf_index_files(tmp_path, weight_map, wrap):
+    folder = tmp_path / "hf"
+    folder.mkdir(exist_ok=True)
+    save_file({"w": torch.randn(8, 6)}, str(folder / "model.safetensors"))
+    doc = {"metadata": {}, "weight_map": weight_map} if wrap else weight_map
+    (folder / "model.safetensors.index.json").write_text(json.dumps(doc))
+    _ends_well(folder)
+
+
+def test_pickle_of_a_huge_storage_is_refused(tmp_path):
+    """A legacy pickle whose storage claims more than memory: the typed error, not MemoryError."""
+    p = tmp_path / "legacy.pt"
+    torch.save({"w": torch.zeros(4, 4)}, p, _use_new_zipfile_serialization=False)
+    raw = p.read_bytes()
+    p.write_bytes(raw.replace(struct.pack("<q", 16), struct.pack("<q", 1 << 60), 1))
+    _ends_well(p)
