@@ -12,7 +12,6 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,22 +20,24 @@ from .errors import RmtWarning
 from .paths import atomic_output, cache_dir, remove_stale_temps
 from .spectrum import MatrixShape
 
-if TYPE_CHECKING:
-    import torch
-
 FORMAT = 3
 
 
-def content_key(t: torch.Tensor, extra: str = "") -> str:
+def content_key(t, extra: str = "") -> str:
     """SHA-256 (hardware-accelerated on most CPUs) of the matrix's bytes, dtype and shape, and
-    the view via ``extra``."""
-    import torch
+    the view via ``extra``. ``t`` is a numpy array or a torch tensor; the same values in the same
+    dtype give the same key either way (so one cache serves .pt and safetensors alike)."""
+    if hasattr(t, "detach"):  # torch
+        import torch
 
-    t = t.detach().cpu().contiguous()
+        t = t.detach().cpu().contiguous()
+        dtype, raw = str(t.dtype).removeprefix("torch."), t.view(torch.uint8).reshape(-1).numpy() if t.numel() else b""
+    else:
+        t = np.ascontiguousarray(t)
+        dtype, raw = t.dtype.name, t.view(np.uint8).reshape(-1) if t.size else b""
     h = hashlib.sha256()
-    h.update(f"{FORMAT}|{t.dtype}|{tuple(t.shape)}|{extra}".encode())
-    if t.numel():
-        h.update(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    h.update(f"{FORMAT}|torch.{dtype}|{tuple(t.shape)}|{extra}".encode())  # "torch." keeps older keys valid
+    h.update(memoryview(raw))
     return h.hexdigest()
 
 

@@ -106,8 +106,9 @@ def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "re
     return [entry((shape[0], math.prod(shape[1:])))]
 
 
-def matrix_view(t: torch.Tensor, layer: Layer) -> torch.Tensor:
-    """The analysed matrix of ``layer`` from its stored tensor (conv: reshape or position slice)."""
+def matrix_view(t, layer: Layer):
+    """The analysed matrix of ``layer`` from its stored tensor, numpy or torch (conv: reshape or
+    position slice)."""
     if layer.position is not None:
         i, j = layer.position
         return t[:, :, i, j]
@@ -131,6 +132,11 @@ class _Source:
 
     def read(self, name: str) -> torch.Tensor:
         raise NotImplementedError
+
+    def read_array(self, name: str):
+        """The tensor for analysis: a numpy array where the format allows reading it without torch
+        (safetensors, .npz), else the torch tensor itself."""
+        return self.read(name)
 
     def file_of(self, name: str) -> Path:
         """The file that holds tensor ``name``."""
@@ -234,23 +240,42 @@ class SafetensorsSource(_Source):
     def entries(self):
         return [(k, *v) for k, v in self._info.items()]
 
-    def read(self, name: str) -> torch.Tensor:
-        """One tensor, read with a plain file read into fresh memory (not mmap: mapped pages would
-        stay resident and a full analysis would end up holding the whole file)."""
-        import torch
-
+    def _read_bytes(self, name: str) -> np.ndarray:
+        """One tensor's bytes, read with a plain file read into fresh memory (not mmap: mapped pages
+        would stay resident and a full analysis would end up holding the whole file)."""
         shape, dtype = self._info[name]
-        tdtype = getattr(torch, dtype)
-        buf = torch.empty(math.prod(shape) * _ITEMSIZE[dtype], dtype=torch.uint8)
+        buf = np.empty(math.prod(shape) * _ITEMSIZE[dtype], dtype=np.uint8)
         try:
             with _open_bytes(self.path) as f:
                 f.seek(self._offsets[name])
-                got = f.readinto(memoryview(buf.numpy()))
+                got = f.readinto(memoryview(buf))
         except OSError as exc:
             raise CheckpointError(self.path, f"cannot read tensor {name!r} ({exc})") from None
-        if got != buf.numel():
+        if got != buf.size:
             raise CheckpointError(self.path, f"truncated: tensor {name!r} is cut short", "re-download the file")
-        return buf.view(tdtype).reshape(shape)  # safetensors is little-endian, as is every host torch supports
+        return buf
+
+    def read_array(self, name: str) -> np.ndarray:
+        shape, dtype = self._info[name]
+        return bytes_as_array(self._read_bytes(name), dtype, shape)
+
+    def read(self, name: str) -> torch.Tensor:
+        import torch
+
+        shape, dtype = self._info[name]
+        # safetensors is little-endian, as is every host torch supports
+        return torch.from_numpy(self._read_bytes(name)).view(getattr(torch, dtype)).reshape(shape)
+
+
+def bytes_as_array(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Little-endian stored bytes as a numpy array, without torch. numpy has no bfloat16: a bfloat16
+    is the upper half of a float32, so it is widened exactly by a 16-bit shift. float8 stays raw
+    bytes (it is never analysed without its scales)."""
+    if dtype == "bfloat16":
+        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    if dtype in FLOAT8_DTYPES:
+        return raw.reshape(shape)
+    return raw.view(np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
 def _check_regions(regions: list[tuple[int, int, str]], data_len: int) -> None:
@@ -440,13 +465,16 @@ class NpzSource(_Source):
     def entries(self):
         return [(k, *v) for k, v in self._info.items()]
 
-    def read(self, name):
+    def read_array(self, name):
         try:
-            import torch
-
-            return torch.from_numpy(np.ascontiguousarray(self._z[name]))
+            return np.ascontiguousarray(self._z[name])
         except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
             raise CheckpointError(self.path, f"cannot read array {name!r} ({_first_line(exc)})") from None
+
+    def read(self, name):
+        import torch
+
+        return torch.from_numpy(self.read_array(name))
 
     def close(self):
         self._z.close()
@@ -480,6 +508,9 @@ class ShardedSource(_Source):
 
     def read(self, name):
         return self._owner[name].read(name)
+
+    def read_array(self, name):
+        return self._owner[name].read_array(name)
 
     def file_of(self, name):
         return self._owner[name].file_of(name)
@@ -600,14 +631,22 @@ class Checkpoint:
         return math.prod(shape) * _ITEMSIZE.get(dtype, 8)
 
     def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` as torch stores it (exact dtype): for truncation, evaluation, export."""
         require_memory(self.nbytes(name), self._source.file_of(name), f"tensor {name!r}")
         return self._source.read(name)
 
-    def matrix(self, layer: Layer | str) -> torch.Tensor:
+    def array(self, name: str):
+        """Tensor ``name`` for analysis: numpy (bfloat16 widened to float32) for formats that need
+        no torch to read, the torch tensor for pickles."""
+        require_memory(self.nbytes(name), self._source.file_of(name), f"tensor {name!r}")
+        return self._source.read_array(name)
+
+    def matrix(self, layer: Layer | str):
+        """The analysed matrix of ``layer`` (numpy or torch, as ``array``)."""
         layer = self.layer(layer) if isinstance(layer, str) else layer
         if layer.matrix is None:
             raise ValueError(f"{layer.name} is not analysed: {layer.reason}")
-        return matrix_view(self.tensor(layer.tensor), layer)
+        return matrix_view(self.array(layer.tensor), layer)
 
     def fingerprint(self, layer: Layer) -> str:
         """Identifies the layer's bytes without reading them: the holding file's identity and

@@ -5,11 +5,13 @@ The schemas are versioned; the README documents them. Numbers that do not apply 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .analysis import METHOD_FIELDS
-from .evaluation import EvalReport, SweepReport
 from .scan import LayerResult
+
+if TYPE_CHECKING:  # evaluation needs torch; a report does not
+    from .evaluation import EvalReport, SweepReport
 
 REPORT_SCHEMA = "rmt-tui/report/1"
 EVAL_SCHEMA = "rmt-tui/eval/1"
