@@ -32,7 +32,7 @@ def test_report_of_safetensors_and_npz_needs_no_torch(tmp_path):
 
 
 def test_the_engine_analyses_safetensors_without_torch(tmp_path):
-    code = (f"from rmt_tui.engine import InlineEngine\nfrom core.scan import AnalysisOptions\n"
-            "r = InlineEngine().analyse({str(DEFAULT_DEMO_MODEL)!r}, 'reshape', 'fc1.weight', AnalysisOptions())\n"
-            f"assert r.analysis.methods['bema'].rank > 0")
+    code = ("from rmt_tui.engine import InlineEngine\nfrom core.scan import AnalysisOptions\n"
+            f"r = InlineEngine().analyse({str(DEFAULT_DEMO_MODEL)!r}, 'reshape', 'fc1.weight', AnalysisOptions())\n"
+            "assert r.analysis.methods['bema'].rank > 0")
     assert _imports_of(code, tmp_path) == []
