@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError
 from .memory import human_bytes, require_memory
+from .torchfile import NotPlain, TensorRef, TorchZip, raw_dtype, widen
 
 if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
     import torch
@@ -268,14 +269,8 @@ class SafetensorsSource(_Source):
 
 
 def bytes_as_array(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Little-endian stored bytes as a numpy array, without torch. numpy has no bfloat16: a bfloat16
-    is the upper half of a float32, so it is widened exactly by a 16-bit shift. float8 stays raw
-    bytes (it is never analysed without its scales)."""
-    if dtype == "bfloat16":
-        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    if dtype in FLOAT8_DTYPES:
-        return raw.reshape(shape)
-    return raw.view(np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    """Little-endian stored bytes as a numpy array to analyse, without torch (see ``widen``)."""
+    return widen(raw.view(raw_dtype(dtype)).reshape(shape), dtype)
 
 
 def _check_regions(regions: list[tuple[int, int, str]], data_len: int) -> None:
@@ -314,15 +309,13 @@ def _find_globals(path: Path) -> list[str]:
     return [g for g in dict.fromkeys(found) if not g.startswith(safe)]
 
 
-def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
-    """Tensors found under ``obj``, by dotted path. An explicit stack, not recursion: a pickle may
-    legally nest thousands of levels deep."""
-    import torch
-
+def _flatten(obj: Any, prefix: str, out: dict, leaf: type) -> None:
+    """Objects of type ``leaf`` (tensors) found under ``obj``, by dotted path. An explicit stack,
+    not recursion: a pickle may legally nest thousands of levels deep."""
     stack = [(prefix, obj)]
     while stack:
         prefix, obj = stack.pop()
-        if isinstance(obj, torch.Tensor):
+        if isinstance(obj, leaf):
             out[prefix] = obj
             continue
         if isinstance(obj, Mapping):
@@ -334,24 +327,28 @@ def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
         stack.extend((f"{prefix}.{k}" if prefix else k, v) for k, v in reversed(items))
 
 
-def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    """The model's tensors from whatever was pickled: a state dict, or a training checkpoint that
-    wraps one (beside optimizer state and counters), flattened to dotted names."""
+def extract_state_dict(obj: Any, leaf: type) -> dict:
+    """The model's tensors (objects of type ``leaf``) from whatever was pickled: a state dict, or a
+    training checkpoint that wraps one (beside optimizer state and counters), flattened to dotted
+    names."""
     if isinstance(obj, Mapping):
         for key in WRAPPER_KEYS:
             inner = obj.get(key)
             if isinstance(inner, Mapping):
-                found: dict[str, torch.Tensor] = {}
-                _flatten(inner, "", found)
+                found: dict = {}
+                _flatten(inner, "", found, leaf)
                 if found:
                     return found
         obj = {k: v for k, v in obj.items() if not NON_MODEL_KEYS.search(str(k))}
-    out: dict[str, torch.Tensor] = {}
-    _flatten(obj, "", out)
+    out: dict = {}
+    _flatten(obj, "", out, leaf)
     return out
 
 
 class TorchSource(_Source):
+    """A PyTorch pickle. Zip checkpoints of plain tensors are read without torch (core.torchfile);
+    anything else goes through ``torch.load(weights_only=True)``."""
+
     ordered = True
 
     def __init__(self, path: Path):
@@ -359,8 +356,16 @@ class TorchSource(_Source):
         with _open_bytes(path) as f:
             if not f.read(1):
                 raise CheckpointError(path, "empty file", "the download or copy may be incomplete")
-        obj = self._load()
-        self._tensors = extract_state_dict(obj)
+        self._zip: TorchZip | None = None
+        try:
+            self._zip = TorchZip(path)
+            self._tensors = extract_state_dict(self._zip.obj, TensorRef)
+            self._zip.obj = None  # only the tensor references are kept
+        except NotPlain:
+            import torch
+
+            self._zip = None
+            self._tensors = extract_state_dict(self._load(), torch.Tensor)
         if not self._tensors:
             raise CheckpointError(path, "contains no tensors: not a model checkpoint",
                                   "save the model with torch.save(model.state_dict(), path)")
@@ -402,23 +407,49 @@ class TorchSource(_Source):
                                       "re-download or re-save the file") from None
 
     def entries(self):
+        if self._zip is not None:
+            return [(k, r.shape, r.dtype) for k, r in self._tensors.items()]
         return [(k, tuple(t.shape), _torch_dtype_name(t.dtype)) for k, t in self._tensors.items()]
 
     def tied(self):
         seen: dict[tuple, str] = {}
         out = {}
         for k, t in self._tensors.items():
-            if t.numel() == 0:
-                continue
-            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+            if self._zip is not None:
+                if t.numel == 0:
+                    continue
+                key = (t.storage.key, t.offset, t.shape, t.stride)
+            else:
+                if t.numel() == 0:
+                    continue
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
             if key in seen:
                 out[k] = seen[key]
             else:
                 seen[key] = k
         return out
 
+    def _read_raw(self, name: str) -> np.ndarray:
+        try:
+            return self._zip.read(self._tensors[name])
+        except OSError as exc:
+            raise CheckpointError(self.path, f"cannot read tensor {name!r} ({exc})",
+                                  "the file may be truncated or damaged; re-download or re-save it") from None
+
+    def read_array(self, name):
+        if self._zip is None:
+            return self._tensors[name]
+        return widen(self._read_raw(name), self._tensors[name].dtype)
+
     def read(self, name):
-        return self._tensors[name]
+        if self._zip is None:
+            return self._tensors[name]
+        import torch
+
+        raw = self._read_raw(name)
+        t = torch.from_numpy(raw)
+        dtype = self._tensors[name].dtype
+        return t.view(getattr(torch, dtype)) if raw.dtype.kind == "u" and dtype != "uint8" else t
 
 
 def _first_line(exc: BaseException) -> str:

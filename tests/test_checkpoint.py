@@ -42,7 +42,7 @@ def test_plain_state_dict_keeps_insertion_order(tmp_path):
     assert by["layers.2.fc.bias"].reason.startswith("1-D")
     assert "int64" in by["steps"].reason
     assert by["head.weight"].kind == "linear"
-    assert torch.equal(ck.matrix("conv.weight"), sd["conv.weight"].reshape(32, 27))
+    assert torch.equal(torch.as_tensor(ck.matrix("conv.weight")), sd["conv.weight"].reshape(32, 27))
 
 
 def test_wrapped_gpu_style_training_checkpoint(tmp_path):
@@ -126,7 +126,7 @@ def test_conv_positions_view(tmp_path):
     ck = open_checkpoint(tmp_path / "c.pt", conv_view="positions")
     assert len(ck.layers) == 9 and ck.layers[4].name == "conv.weight[1,1]"
     assert ck.layers[4].matrix == (32, 16)
-    assert torch.equal(ck.matrix(ck.layers[4]), ck.tensor("conv.weight")[:, :, 1, 1])
+    assert torch.equal(torch.as_tensor(ck.matrix(ck.layers[4])), ck.tensor("conv.weight")[:, :, 1, 1])
 
 
 # ----------------------------------------------------------------------------- bad input
