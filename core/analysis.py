@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,14 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@lru_cache(maxsize=1024)
+def _not_applicable(method: str, reason: str) -> MethodResult:
+    """Shared (the record is frozen): checkpoints with thousands of small matrices repeat these."""
+    return MethodResult(method, reason=reason)
+
+
 def _all_not_applicable(shape, methods, reason, sv=np.empty(0)) -> MatrixAnalysis:
-    return MatrixAnalysis(shape, _read_only(sv), {m.name: MethodResult(m.name, reason=reason) for m in methods},
+    return MatrixAnalysis(shape, _read_only(sv), {m.name: _not_applicable(m.name, reason) for m in methods},
                           reason=reason if sv.size == 0 else None)
 
 
@@ -94,7 +101,7 @@ def analyse_spectrum(sv: np.ndarray, shape: MatrixShape, methods: Sequence[Thres
         try:
             t = m.fit(sv, shape)
         except NotApplicable as exc:
-            results[m.name] = MethodResult(m.name, reason=str(exc))
+            results[m.name] = _not_applicable(m.name, str(exc))
             continue
         av = avew_at(estimated_cosines(sv, t.sigma2, shape), sv, t.rank, weighting)
         results[m.name] = MethodResult(

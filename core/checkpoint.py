@@ -74,11 +74,14 @@ def natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+_EMBEDDING = re.compile(r"embed|wte|wpe|tok_emb|lookup", re.I)
+
+
 def _kind(name: str, shape: tuple[int, ...]) -> str:
     if len(shape) in (3, 4, 5):
         return "conv"
     if len(shape) == 2:
-        return "embedding" if re.search(r"embed|wte|wpe|tok_emb|lookup", name, re.I) else "linear"
+        return "embedding" if _EMBEDDING.search(name) else "linear"
     return "other"
 
 
@@ -440,6 +443,10 @@ class TorchSource(_Source):
         if self._zip is None:
             return self._tensors[name]
         return widen(self._read_raw(name), self._tensors[name].dtype)
+
+    def close(self):
+        if self._zip is not None:
+            self._zip.close()
 
     def read(self, name):
         if self._zip is None:

@@ -12,12 +12,14 @@ callable outside the allow-list below is ever looked up, let alone run.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import struct
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,15 +43,13 @@ class NotPlain(Exception):
     """This file needs torch's own loader."""
 
 
-@dataclass(frozen=True)
-class StorageRef:
+class StorageRef(NamedTuple):  # NamedTuples: a file may hold 100,000 tensors, each built once
     key: str
     dtype: str
     numel: int
 
 
-@dataclass(frozen=True)
-class TensorRef:
+class TensorRef(NamedTuple):
     """Where one tensor's values are: a storage, an element offset, a shape and strides."""
 
     storage: StorageRef
@@ -65,6 +65,16 @@ class TensorRef:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def span(self) -> int:
+        """Elements from the first to one past the last that the tensor touches (0 when empty)."""
+        last = 0
+        for n, s in zip(self.shape, self.stride):
+            if n == 0:
+                return 0
+            last += (n - 1) * s
+        return last + 1
+
 
 @dataclass(frozen=True)
 class _StorageType:
@@ -78,9 +88,10 @@ def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backw
     if not (isinstance(offset, int) and offset >= 0 and len(shape) == len(stride)
             and all(isinstance(v, int) and v >= 0 for v in shape + stride)):
         raise NotPlain("malformed tensor")
-    if math.prod(shape) and offset + sum((n - 1) * s for n, s in zip(shape, stride)) >= storage.numel:
+    ref = TensorRef(storage, offset, shape, stride)
+    if offset + ref.span > storage.numel:
         raise NotPlain("a tensor reaches past its storage")
-    return TensorRef(storage, offset, shape, stride)
+    return ref
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
@@ -127,34 +138,38 @@ class TorchZip:
                     raise NotPlain("big-endian archive")
                 self.obj = _Unpickler(z.open(pkl)).load()
                 self._members = {n: z.getinfo(n) for n in names if n.startswith(self._prefix + "data/")}
+            self._offsets: dict[str, int] = {}
+            self._fd = os.open(path, os.O_RDONLY)
         except NotPlain:
             raise
         except Exception as exc:  # damaged: torch.load will say how (and is the one that refuses)
             raise NotPlain(f"{type(exc).__name__}") from None
 
-    def _data_offset(self, f, info: zipfile.ZipInfo) -> int:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise OSError("bad local file header")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        return info.header_offset + 30 + name_len + extra_len
+    def _data_offset(self, key: str, info: zipfile.ZipInfo) -> int:
+        """Where storage ``key``'s bytes start in the file (after its local zip header)."""
+        if key not in self._offsets:
+            local = os.pread(self._fd, 30, info.header_offset)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise OSError("bad local file header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            self._offsets[key] = info.header_offset + 30 + name_len + extra_len
+        return self._offsets[key]
 
     def read(self, ref: TensorRef) -> np.ndarray:
         """The tensor's values as a contiguous numpy array in its stored representation (bfloat16
-        and float8 as their raw unsigned integers: see ``widen``)."""
-        info = self._members.get(f"{self._prefix}data/{ref.storage.key}")
+        and float8 as their raw unsigned integers: see ``widen``). Positioned reads on one open
+        descriptor: no seek state, so threads may read at once."""
+        key = ref.storage.key
+        info = self._members.get(f"{self._prefix}data/{key}")
         raw = raw_dtype(ref.dtype)
         if info is None or info.compress_type != zipfile.ZIP_STORED \
                 or info.file_size < ref.storage.numel * raw.itemsize:
-            raise OSError(f"storage {ref.storage.key} is missing, compressed or short")
+            raise OSError(f"storage {key} is missing, compressed or short")
         first = ref.offset
-        last = first + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) + 1 if ref.numel else first
-        with open(self.path, "rb") as f:
-            f.seek(self._data_offset(f, info) + first * raw.itemsize)
-            buf = np.empty(last - first, dtype=raw)
-            if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
-                raise OSError("the file is cut short")
+        buf = np.empty(ref.span, dtype=raw)
+        if buf.nbytes and os.preadv(self._fd, [memoryview(buf).cast("B")],
+                                    self._data_offset(key, info) + first * raw.itemsize) != buf.nbytes:
+            raise OSError("the file is cut short")
         if not ref.numel:
             return np.empty(ref.shape, dtype=raw)
         contiguous = buf.reshape(ref.shape) if buf.size == ref.numel else None
@@ -162,6 +177,11 @@ class TorchZip:
             return contiguous
         strides = tuple(s * raw.itemsize for s in ref.stride)  # a view such as a transpose: copy it out
         return np.array(np.lib.stride_tricks.as_strided(buf, ref.shape, strides, writeable=False))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def widen(raw: np.ndarray, dtype: str) -> np.ndarray:
