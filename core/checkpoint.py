@@ -183,7 +183,8 @@ def _open_bytes(path: Path):
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
-_ITEMSIZE = {"complex128": 16, "complex64": 8, "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+_ITEMSIZE = {"complex128": 16, "complex64": 8, "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
+             "int64": 8, "int32": 4, "int16": 2,
              "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "uint16": 2, "uint32": 4,
              "uint64": 8}
 
@@ -489,7 +490,8 @@ class NpzSource(_Source):
                 # declares more is corrupt (or a decompression bomb), whatever memory there is.
                 if dtype.hasobject or declared != info.file_size - header_len:
                     raise ValueError(f"member {name!r}: its header declares {dtype} {list(shape)} "
-                                     f"({human_bytes(declared)}) but it holds {human_bytes(info.file_size - header_len)}")
+                                     f"({human_bytes(declared)}) but it holds "
+                                     f"{human_bytes(info.file_size - header_len)}")
                 self._info[name] = (shape, dtype.name)
         except Exception as exc:  # numpy and zipfile raise many types on damaged archives
             if isinstance(exc, CheckpointError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from .checkpoint import Checkpoint, matrix_view
 from .errors import EvaluationError
 from .mlp import mlp_from_state_dict
 from .mnist import load_test_split, pixels_to_float
+from .outcomes import EvalReport, MethodOutcome, SweepPoint, SweepReport
 from .scan import CancelToken, LayerResult, Progress
 from .spectrum import MatrixShape
 from .truncation import full_factors, low_rank, params_saved, resolve_ranks, truncate_checkpoint, write_back
@@ -108,31 +108,6 @@ def run_evaluator(evaluator: Evaluator, state: Mapping[str, torch.Tensor]) -> di
     return {str(k): float(v) for k, v in out.items()}
 
 
-@dataclass(frozen=True)
-class MethodOutcome:
-    method: str
-    metrics: dict[str, float]  # after truncating every planned layer
-    ranks: dict[str, int]  # layer → kept rank
-    params_saved: int
-    avew: dict[str, float | None]  # layer → Avew at the kept rank
-
-    @property
-    def accuracy(self) -> float:
-        return self.metrics["accuracy"]
-
-    @property
-    def mean_avew(self) -> float | None:
-        vals = [v for v in self.avew.values() if v is not None]
-        return float(np.mean(vals)) if vals else None
-
-
-@dataclass(frozen=True)
-class EvalReport:
-    baseline: dict[str, float]
-    outcomes: dict[str, MethodOutcome] = field(default_factory=dict)
-    mode: str = "hard"
-
-
 def evaluate_truncations(ckpt: Checkpoint, results: Sequence[LayerResult], evaluator: Evaluator,
                          methods: Sequence[str] = ("bema", "broadening"), mode: str = "hard",
                          progress: Progress | None = None, cancel: CancelToken | None = None) -> EvalReport:
@@ -158,26 +133,6 @@ def evaluate_truncations(ckpt: Checkpoint, results: Sequence[LayerResult], evalu
         outcomes[method] = MethodOutcome(method, run_evaluator(evaluator, state), dict(plan), saved, avew)
     tick(total, total, "")
     return EvalReport(baseline, outcomes, mode)
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    rank: int
-    metrics: dict[str, float]
-    avew: dict[str, float | None]  # method → Avew(k) with that method's σ̂
-
-    @property
-    def accuracy(self) -> float:
-        return self.metrics["accuracy"]
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    layer: str
-    p: int
-    baseline: dict[str, float]
-    points: list[SweepPoint]
-    method_ranks: dict[str, int | None]  # each method's ŝ, marked on the plot
 
 
 def default_ranks(p: int, marks: Sequence[int] = (), points: int = 16) -> list[int]:

@@ -67,10 +67,14 @@ class RmtApp(App):
         super().__init__()
         # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
         # the child imports the numerics while the tree is being shown.
+        # Analyses in one process, truncation/evaluation/sweeps (torch, the model, its data) in a
+        # second one started on first use: selecting a layer never waits behind an evaluation.
         self.engine = engine or ProcessEngine()
-        if isinstance(self.engine, ProcessEngine):
-            self.engine.on_warning = lambda note: self.call_from_thread(self._say, note, title="warning",
-                                                                        severity="warning", timeout=10)
+        self.worker = engine or ProcessEngine(start=False)
+        for e in {self.engine, self.worker}:
+            if isinstance(e, ProcessEngine):
+                e.on_warning = lambda note: self.call_from_thread(self._say, note, title="warning",
+                                                                  severity="warning", timeout=10)
         self.paths = [Path(p) for p in paths]
         self.options = options or AnalysisOptions()
         self.session = Session(conv_view, evaluator_spec)
@@ -94,6 +98,7 @@ class RmtApp(App):
 
     def on_unmount(self) -> None:
         self.engine.close()
+        self.worker.close()
 
     def on_mount(self) -> None:
         errors = []
@@ -245,17 +250,10 @@ class RmtApp(App):
         if scope == "layer" and not self.session.layer(key).analysable:
             self._say(f"{key.name} has no matrix to truncate", severity="warning")
             return
-        try:
-            name, evaluator = self.session.evaluator(o)
-        except RmtError as exc:
-            self._error(str(exc))
-            return
         target = key.name if scope == "layer" else ALL_LAYERS
         layers = [self.session.layer(key)] if scope == "layer" else [l for l in o.ckpt.layers if l.analysable]
 
         def body(job: Job) -> None:
-            from core.evaluation import evaluate_truncations
-
             total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
             results = []
             for i, layer in enumerate(layers):
@@ -264,13 +262,13 @@ class RmtApp(App):
                 results.append(r)
                 if layer.name not in o.results and self._live(job):
                     self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
-            rep = evaluate_truncations(o.ckpt, results, evaluator, self.options.methods, cancel=job.token,
-                                       progress=job.stage(len(layers), total, "evaluate"))
+            rep = self.worker.evaluate(o.path, self.session.conv_view, results, self.session.evaluator_spec,
+                                             self.options.methods, cancel=job.token,
+                                             progress=job.stage(len(layers), total, "evaluate"))
             if self._live(job):
                 self.post_message(EvalDone(o.index, target, rep))
 
-        label = f"evaluate {'all layers' if scope == 'all' else key.name} ({name})"
-        self._start("evaluate", label, body, "evaluate")
+        self._start("evaluate", f"evaluate {'all layers' if scope == 'all' else key.name}", body, "evaluate")
 
     def action_sweep(self) -> None:
         key = self.selected
@@ -278,18 +276,12 @@ class RmtApp(App):
             self._say("select an analysable layer first", severity="warning")
             return
         o = self.session.opened[key.ckpt]
-        try:
-            _, evaluator = self.session.evaluator(o)
-        except RmtError as exc:
-            self._error(str(exc))
-            return
         layer = self.session.layer(key)
 
         def body(job: Job) -> None:
-            from core.evaluation import sweep_layer
-
             r = o.results.get(layer.name) or self._analyse(o, layer, job)
-            rep = sweep_layer(o.ckpt, r, evaluator, progress=job.progress, cancel=job.token)
+            rep = self.worker.sweep(o.path, self.session.conv_view, r, self.session.evaluator_spec,
+                                       cancel=job.token, progress=job.progress)
             if self._live(job):
                 self.post_message(SweepDone(key, rep))
 

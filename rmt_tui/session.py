@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from core.checkpoint import Checkpoint, Layer, open_checkpoint
 from core.scan import CancelToken, LayerResult
 
-if TYPE_CHECKING:  # evaluation pulls in torch: imported when first used, not at start-up
-    from core.evaluation import EvalReport, Evaluator, SweepReport
+if TYPE_CHECKING:  # evaluation (torch) runs in the engine's worker process, never in the UI
+    from core.evaluation import EvalReport, SweepReport
 
 ALL_LAYERS = "*"  # the key of an evaluation over every analysed layer
 
@@ -31,7 +31,6 @@ class Opened:
     results: dict[str, LayerResult] = field(default_factory=dict)
     evals: dict[str, EvalReport] = field(default_factory=dict)  # layer name or ALL_LAYERS → report
     sweeps: dict[str, SweepReport] = field(default_factory=dict)
-    evaluator: tuple[str, Evaluator] | None = None
 
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress reports: light on a slow link
@@ -85,13 +84,6 @@ class Session:
 
     def result(self, key: LayerKey) -> LayerResult | None:
         return self.opened[key.ckpt].results.get(key.name)
-
-    def evaluator(self, o: Opened) -> tuple[str, Evaluator]:
-        from core.evaluation import choose_evaluator
-
-        if o.evaluator is None:
-            o.evaluator = choose_evaluator(o.ckpt, self.evaluator_spec)
-        return o.evaluator
 
     # -- jobs ---------------------------------------------------------------------------------
     def start_job(self, name: str, label: str, on_progress: Callable[[Job], None] | None = None) -> Job:

@@ -173,8 +173,8 @@ class ResultsPanel(Static):
         parts: list[RenderableType] = []
         if layer is not None:
             parts += self._layer_part(layer, result)
-        if o is not None and layer is not None:
-            parts += self._eval_part("this layer", o.evals.get(layer.name), result)
+        if o is not None and layer is not None and layer.name in o.evals:
+            parts += self._eval_part("this layer", o.evals[layer.name], result)
         if o is not None and ALL_LAYERS in o.evals:
             parts += self._eval_part("all layers", o.evals[ALL_LAYERS], None)
         if jobs:
@@ -222,10 +222,8 @@ class ResultsPanel(Static):
         return [head, t, *notes]
 
     @staticmethod
-    def _eval_part(title: str, rep: EvalReport | None, result: LayerResult | None) -> list[RenderableType]:
-        if rep is None:
-            return []
-        t = Table(box=None, pad_edge=False, title=f"evaluation: {title}", title_justify="left",
+    def _eval_part(title: str, rep: EvalReport, result: LayerResult | None) -> list[RenderableType]:
+        t = Table(box=None, pad_edge=False, title=shown(f"evaluation: {title} ({rep.evaluator})"), title_justify="left",
                   title_style="bold", header_style="bold")
         t.add_column("")
         t.add_column("accuracy", justify="right")

@@ -1,4 +1,9 @@
-"""The app's analysis process: same numbers as core, errors come back as messages, cancel and close are prompt."""
+"""The engine processes: same numbers as core, errors come back as messages, progress streams back, cancel
+and close are prompt, and the UI process never imports torch."""
+import os
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -56,3 +61,59 @@ def test_engine_runs_at_lower_priority_than_the_ui(engine):
     engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc3.weight", AnalysisOptions())  # the child is up
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, engine._proc.pid) == min(mine + ENGINE_NICENESS, 19)
+
+
+def test_evaluation_and_sweep_run_in_the_engine_with_progress_and_cancel(engine):
+    """The same reports as core's, computed in the child; progress arrives; cancel stops it."""
+    from core.checkpoint import open_checkpoint
+    from core.evaluation import MnistEvaluator, evaluate_truncations
+
+    opts = AnalysisOptions(use_cache=False)
+    r = engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc2.weight", opts)
+    seen = []
+    rep = engine.evaluate(DEFAULT_DEMO_MODEL, "reshape", [r], None, opts.methods,
+                          progress=lambda *a: seen.append(a))
+    local = evaluate_truncations(open_checkpoint(DEFAULT_DEMO_MODEL), [r], MnistEvaluator(), opts.methods)
+    assert rep.evaluator == "mnist-mlp" and rep.baseline == local.baseline
+    assert {m: o.metrics for m, o in rep.outcomes.items()} == {m: o.metrics for m, o in local.outcomes.items()}
+    assert seen[0][:2] == (0, 3) and seen[-1][:2] == (3, 3)
+    sweep = engine.sweep(DEFAULT_DEMO_MODEL, "reshape", r, None, [0, 8, 256])
+    assert [p.rank for p in sweep.points] == [0, 8, 256] and sweep.points[-1].metrics == sweep.baseline
+    token = CancelToken()
+    t = threading.Timer(0.3, token.cancel)
+    t.start()
+    with pytest.raises(Cancelled):
+        engine.sweep(DEFAULT_DEMO_MODEL, "reshape", r, None, list(range(0, 256, 2)), cancel=token)
+    assert engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc3.weight", opts).layer.name == "fc3.weight"
+
+
+APP_IN_A_FRESH_PROCESS = """
+import asyncio, sys
+from core.paths import DEFAULT_DEMO_MODEL
+from rmt_tui.app import RmtApp
+
+async def main():
+    app = RmtApp([DEFAULT_DEMO_MODEL])
+    async with app.run_test(size=(120, 40)) as pilot:
+        for key in ("", "e", "s"):  # first: wait for the first layer's analysis
+            if key:
+                await pilot.press(key)
+            for _ in range(600):
+                await pilot.pause(0.05)
+                if not app.session.jobs and app.selected is not None:
+                    break
+        o = app.session.opened[0]
+        print(sorted(o.evals), sorted(o.sweeps), app.last_error, app.worker.pid is not None)
+    print("torch" in sys.modules)
+
+asyncio.run(main())
+"""
+
+
+def test_the_ui_process_never_imports_torch(tmp_path):
+    r = subprocess.run([sys.executable, "-c", APP_IN_A_FRESH_PROCESS], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "RMT_TUI_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    results, torch_imported = r.stdout.strip().splitlines()[-2:]
+    assert results == "['fc1.weight'] ['fc1.weight'] None True"
+    assert torch_imported == "False"

@@ -15,8 +15,8 @@ def test_core_does_not_import_textual_or_rich():
 
 def _imports_of(code: str, tmp_path) -> list[str]:
     """Run ``code`` in a fresh interpreter; the heavy modules it imported."""
-    r = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint([m for m in ('torch', 'textual', 'transformers',"
-                        " 'ray') if m in sys.modules])"], capture_output=True, text=True,
+    probe = "\nimport sys\nprint([m for m in ('torch', 'textual', 'transformers', 'ray') if m in sys.modules])"
+    r = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True,
                        env={**os.environ, "RMT_TUI_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr
     return eval(r.stdout.strip().splitlines()[-1])
