@@ -1,6 +1,7 @@
 """Soak the app: several checkpoints open, random keys (analyse, evaluate, sweep, cancel, views,
-find, help, navigation) for a while, with the real analysis process. Reports every exception (there
-must be none) and the UI and engine processes' memory over time (it must level off).
+find, help, navigation) for a while, with the real engine processes. Reports every exception (there
+must be none) and the memory of the UI, analysis and evaluation processes over time (it must level
+off).
 
     python scripts/soak.py --minutes 10 [--seed 0] [PATH ...]
 
@@ -41,7 +42,7 @@ async def soak(paths: list[Path], minutes: float, seed: int) -> int:
     t0 = time.monotonic()
     next_sample = 0.0
     async with app.run_test(size=(120, 40)) as pilot:
-        engine_pid = app.engine._proc.pid
+        engine_pid = app.engine.pid
         while (elapsed := time.monotonic() - t0) < minutes * 60:
             key = rng.choice(KEYS)
             await pilot.press(key)
@@ -53,13 +54,15 @@ async def soak(paths: list[Path], minutes: float, seed: int) -> int:
                 errors.append(app.last_error)
             await pilot.pause(rng.uniform(0.02, 0.4))
             if elapsed >= next_sample:
-                rows.append((elapsed, rss_mb(), rss_mb(engine_pid), pressed, len(app.session.jobs)))
+                rows.append((elapsed, rss_mb(), rss_mb(engine_pid), rss_mb(app.worker.pid or 0), pressed,
+                             len(app.session.jobs)))
                 next_sample += 30
         await app.workers.wait_for_complete()
-        rows.append((time.monotonic() - t0, rss_mb(), rss_mb(engine_pid), pressed, len(app.session.jobs)))
-    print(f"{'t (s)':>7} {'UI RSS MB':>10} {'engine RSS MB':>14} {'keys':>6} {'jobs':>5}")
-    for t, ui, eng, n, jobs in rows:
-        print(f"{t:7.0f} {ui:10.0f} {eng:14.0f} {n:6d} {jobs:5d}")
+        rows.append((time.monotonic() - t0, rss_mb(), rss_mb(engine_pid), rss_mb(app.worker.pid or 0), pressed,
+                     len(app.session.jobs)))
+    print(f"{'t (s)':>7} {'UI RSS MB':>10} {'analysis RSS MB':>16} {'evaluation RSS MB':>18} {'keys':>6} {'jobs':>5}")
+    for t, ui, eng, work, n, jobs in rows:
+        print(f"{t:7.0f} {ui:10.0f} {eng:16.0f} {work:18.0f} {n:6d} {jobs:5d}")
     print(f"keys pressed: {pressed}; exceptions: 0; errors shown to the user: {len(errors)}")
     for e in errors:
         print(f"  error shown: {e}")

@@ -295,3 +295,22 @@ async def test_two_checkpoints_side_by_side():
         await settle(app, pilot)
         assert app.selected == LayerKey(1, "fc1.weight")
         assert app.session.result(LayerKey(1, "fc1.weight")).analysis.sv.size == 512
+
+
+async def test_footer_keys_do_not_accumulate(many_layers):
+    """Textual's Footer rebuilds its keys on every bindings change and kept the old ones alive
+    (a soak grew the UI by 190 MB in ten minutes); moving and starting/cancelling work must not."""
+    import gc
+
+    from textual.widgets._footer import FooterKey
+
+    app = RmtApp([many_layers], engine=SlowEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        for i in range(30):
+            await pilot.press("j" if i % 3 else "k")
+            await pilot.press("a" if i % 2 else "escape")
+        await pilot.press("escape")
+        await settle(app, pilot)
+        gc.collect()
+        assert sum(isinstance(o, FooterKey) for o in gc.get_objects()) <= 2 * len(app.BINDINGS)
