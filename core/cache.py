@@ -46,9 +46,9 @@ def config_key(methods, weighting: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-# Cache folders found unwritable in this process (root → why): writing is off for them, and the
-# user was told once. Reading still works (a read-only cache is still a cache).
-_UNWRITABLE: dict[Path, str] = {}
+# Cache folders found unwritable in this process: writing is off for them, and the user was told
+# once. Reading still works (a read-only cache is still a cache).
+_UNWRITABLE: set[Path] = set()
 _SWEPT: set[Path] = set()  # cache folders whose dead writers' temporary files this process removed
 
 
@@ -69,7 +69,7 @@ class SpectrumCache:
                 tmp.write_bytes(data)
         except OSError as exc:
             why = exc.strerror or str(exc)
-            _UNWRITABLE[self.root] = why
+            _UNWRITABLE.add(self.root)
             warnings.warn(RmtWarning(f"the cache {self.root} cannot be written ({why}); continuing without "
                                      "saving results there (set RMT_TUI_CACHE_DIR to use another folder)"),
                           stacklevel=2)

@@ -1,5 +1,6 @@
-"""The terminal app: layer tree, spectrum plot, results panel; analysis, evaluation and sweeps run in
-thread workers that post messages. Every number comes from ``core``; this module only wires it up."""
+"""The terminal app: layer tree, spectrum plot, results panel. Analysis, evaluation and sweeps run in
+engine processes (``rmt_tui.engine``), waited on by thread workers that post messages. Every number
+comes from ``core``; this module only wires it up."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -278,8 +279,8 @@ class RmtApp(App):
                 if layer.name not in o.results and self._live(job):
                     self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
             rep = self.worker.evaluate(o.path, self.session.conv_view, results, self.session.evaluator_spec,
-                                             self.options.methods, cancel=job.token,
-                                             progress=job.stage(len(layers), total, "evaluate"))
+                                       self.options.methods, cancel=job.token,
+                                       progress=job.stage(len(layers), total, "evaluate"))
             if self._live(job):
                 self.post_message(EvalDone(o.index, target, rep))
 
