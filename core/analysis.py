@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,9 +40,14 @@ class MethodResult:
     def poor_fit(self) -> bool:
         return self.ks is not None and self.ks > KS_LIMIT
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields reports carry (METHOD_FIELDS)."""
+    @cached_property
+    def _report_fields(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in METHOD_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields reports carry (METHOD_FIELDS). Built once per record: a checkpoint of many
+        small matrices shares one not-applicable record among all of them."""
+        return dict(self._report_fields)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,38 @@ def analyse_spectrum(sv: np.ndarray, shape: MatrixShape, methods: Sequence[Thres
             m.name, t.sigma2, t.threshold, t.rank, av.product, av.left, av.right,
             ks_distance(sv, t.sigma2, t.threshold, shape), diagnostics=dict(t.diagnostics))
     return MatrixAnalysis(shape, _read_only(sv), results, weighting)
+
+
+def analyse_small(mats: np.ndarray, methods: Sequence[ThresholdMethod], weighting: str = "uniform"
+                  ) -> list[MatrixAnalysis]:
+    """``analyse_matrix`` of a stack of same-shape matrices (B × m × n) on which no method can run
+    (every ``too_small`` answers): one batched Gram product and eigensolve for all of them, and
+    the methods' shared not-applicable records. The same numbers as one matrix at a time, for a
+    fraction of the per-call cost (checkpoints can hold tens of thousands of such matrices)."""
+    shape = MatrixShape(*mats.shape[1:])
+    too_small = {m.name: _not_applicable(m.name, m.too_small(shape)) for m in methods}
+    assert all(r.reason for r in too_small.values()), "analyse_small is only for shapes no method fits"
+    a = np.asarray(mats, dtype=np.float64)
+    tall = a if shape.m >= shape.n else a.transpose(0, 2, 1)
+    finite = np.isfinite(a).all(axis=(1, 2))
+    tall = np.where(finite[:, None, None], tall, 0.0)
+    eig = np.linalg.eigvalsh(tall.transpose(0, 2, 1) @ tall)
+    svs = np.ascontiguousarray(np.sqrt(np.maximum(eig[:, ::-1], 0.0)))
+    svs.setflags(write=False)  # each row below is a read-only view of this
+    ranks = (svs > svs[:, :1] * shape.N * np.finfo(np.float32).eps).sum(axis=1)  # numerical_rank, batched
+    out = []
+    for sv, ok, r in zip(svs, finite, ranks.tolist()):
+        if shape.p == 0:
+            out.append(_all_not_applicable(shape, methods, "empty matrix"))
+        elif not ok:
+            out.append(_all_not_applicable(shape, methods, "non-finite values (NaN or Inf)"))
+        elif sv[0] == 0.0:
+            out.append(_all_not_applicable(shape, methods, "all-zero matrix", sv))
+        elif r < 2:
+            out.append(_all_not_applicable(shape, methods, f"numerical rank {r} < 2: nothing to separate", sv))
+        else:
+            out.append(MatrixAnalysis(shape, sv, too_small, weighting))
+    return out
 
 
 def analyse_matrix(w, methods: Sequence[ThresholdMethod] | None = None, weighting: str = "uniform",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-from .analysis import MatrixAnalysis, analyse_matrix
+from .analysis import MatrixAnalysis, analyse_matrix, analyse_small
 from .cache import SpectrumCache, config_key, content_key
 from .checkpoint import Checkpoint, Layer
 from .memory import require_memory
@@ -137,11 +137,53 @@ def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOpti
     helper only competed with BLAS for the two cores."""
     todo = list(ckpt.layers if layers is None else layers)
     cache = SpectrumCache() if options.use_cache else None
+    small: dict[int, LayerResult] = {}  # results computed ahead, in bulk, for small matrices
     for i, layer in enumerate(todo):
         if cancel is not None:
             cancel.check()
         if progress:
             progress(i, len(todo), layer.name)
-        yield analyse_layer(ckpt, layer, options, cache)
+        if i not in small and options.device == "cpu" and _unfit(layer, options):
+            small = _analyse_small_run(ckpt, todo, i, options)
+        yield small.pop(i) if i in small else analyse_layer(ckpt, layer, options, cache)
     if progress:
         progress(len(todo), len(todo), "")
+
+
+SMALL_BATCH = 2048  # layers analysed ahead at a time: bounds the memory the batch holds
+
+
+def _unfit(layer: Layer, options: AnalysisOptions) -> bool:
+    """True when no method can run on this layer's shape (only its values are computed)."""
+    return layer.matrix is not None and _unfit_shape(layer.matrix, options)
+
+
+@lru_cache(maxsize=1024)
+def _unfit_shape(matrix: tuple[int, int], options: AnalysisOptions) -> bool:
+    shape = MatrixShape(*matrix)
+    return all(m.too_small(shape) is not None for m in options.method_objects())
+
+
+def _analyse_small_run(ckpt: Checkpoint, todo: list[Layer], start: int, options: AnalysisOptions
+                       ) -> dict[int, LayerResult]:
+    """Analyse the run of small float32 layers that starts at ``start`` (up to SMALL_BATCH of
+    them), grouped by shape, with one batched eigensolve per group. Such layers skip the cache
+    anyway (see ``analyse_layer``), so the results are the ones it would give."""
+    import numpy as np
+
+    groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    out = {}
+    i = start
+    while i < len(todo) and i - start < SMALL_BATCH and _unfit(todo[i], options):
+        layer = todo[i]
+        w = _read_matrix(ckpt, layer, MatrixShape(*layer.matrix))
+        if isinstance(w, np.ndarray) and w.dtype == np.float32:
+            groups.setdefault(w.shape, []).append((i, w))
+        else:  # torch tensors and float64 (whose values may need rescaling) one at a time
+            out[i] = LayerResult(layer, analyse_matrix(w, options.method_objects(), options.weighting))
+        i += 1
+    for items in groups.values():
+        stack = np.stack([w for _, w in items])
+        for (j, _), a in zip(items, analyse_small(stack, options.method_objects(), options.weighting)):
+            out[j] = LayerResult(todo[j], a)
+    return out

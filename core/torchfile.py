@@ -18,6 +18,7 @@ import struct
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,11 +33,13 @@ STORAGE_DTYPES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfSt
 # How each dtype's bytes are held in numpy before widening (numpy has no bfloat16 or float8).
 _RAW = {"bfloat16": np.dtype("<u2"), "float8_e4m3fn": np.dtype("u1"), "float8_e5m2": np.dtype("u1"),
         "bool": np.dtype("?")}
+_RAW.update({d: np.dtype(d).newbyteorder("<") for d in ("float32", "float64", "float16", "int64", "int32", "int16",
+                                                         "int8", "uint8", "complex64", "complex128")})
 
 
 def raw_dtype(dtype: str) -> np.dtype:
     """The numpy dtype that holds ``dtype``'s stored bytes (little-endian)."""
-    return _RAW.get(dtype) or np.dtype(dtype).newbyteorder("<")
+    return _RAW[dtype] if dtype in _RAW else np.dtype(dtype).newbyteorder("<")
 
 
 class NotPlain(Exception):
@@ -50,12 +53,14 @@ class StorageRef(NamedTuple):  # NamedTuples: a file may hold 100,000 tensors, e
 
 
 class TensorRef(NamedTuple):
-    """Where one tensor's values are: a storage, an element offset, a shape and strides."""
+    """Where one tensor's values are: a storage, an element offset, a shape and strides, and the
+    span of elements from the first it touches to one past the last (0 when empty)."""
 
     storage: StorageRef
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+    span: int
 
     @property
     def dtype(self) -> str:
@@ -65,15 +70,24 @@ class TensorRef(NamedTuple):
     def numel(self) -> int:
         return math.prod(self.shape)
 
-    @property
-    def span(self) -> int:
-        """Elements from the first to one past the last that the tensor touches (0 when empty)."""
-        last = 0
-        for n, s in zip(self.shape, self.stride):
-            if n == 0:
-                return 0
-            last += (n - 1) * s
-        return last + 1
+
+@lru_cache(maxsize=4096)
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a C-contiguous tensor of this shape."""
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(out))
+
+
+def _span(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    last = 0
+    for n, s in zip(shape, stride):
+        if n == 0:
+            return 0
+        last += (n - 1) * s
+    return last + 1
 
 
 @dataclass(frozen=True)
@@ -85,10 +99,11 @@ def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backw
     if not isinstance(storage, StorageRef):
         raise NotPlain("tensor without a storage")
     shape, stride = tuple(size), tuple(stride)
-    if not (isinstance(offset, int) and offset >= 0 and len(shape) == len(stride)
-            and all(isinstance(v, int) and v >= 0 for v in shape + stride)):
+    dims = shape + stride
+    if not (type(offset) is int and offset >= 0 and len(shape) == len(stride)
+            and set(map(type, dims)) <= {int} and min(dims, default=0) >= 0):
         raise NotPlain("malformed tensor")
-    ref = TensorRef(storage, offset, shape, stride)
+    ref = TensorRef(storage, offset, shape, stride, _span(shape, stride))
     if offset + ref.span > storage.numel:
         raise NotPlain("a tensor reaches past its storage")
     return ref
@@ -160,21 +175,19 @@ class TorchZip:
         and float8 as their raw unsigned integers: see ``widen``). Positioned reads on one open
         descriptor: no seek state, so threads may read at once."""
         key = ref.storage.key
-        info = self._members.get(f"{self._prefix}data/{key}")
+        info = self._members.get(self._prefix + "data/" + key)
         raw = raw_dtype(ref.dtype)
         if info is None or info.compress_type != zipfile.ZIP_STORED \
                 or info.file_size < ref.storage.numel * raw.itemsize:
             raise OSError(f"storage {key} is missing, compressed or short")
-        first = ref.offset
         buf = np.empty(ref.span, dtype=raw)
-        if buf.nbytes and os.preadv(self._fd, [memoryview(buf).cast("B")],
-                                    self._data_offset(key, info) + first * raw.itemsize) != buf.nbytes:
+        if buf.nbytes and os.preadv(self._fd, [buf], self._data_offset(key, info) + ref.offset * raw.itemsize) \
+                != buf.nbytes:
             raise OSError("the file is cut short")
+        if ref.span == ref.numel and ref.stride == _contiguous_strides(ref.shape):
+            return buf.reshape(ref.shape)
         if not ref.numel:
             return np.empty(ref.shape, dtype=raw)
-        contiguous = buf.reshape(ref.shape) if buf.size == ref.numel else None
-        if contiguous is not None and contiguous.strides == tuple(s * raw.itemsize for s in ref.stride):
-            return contiguous
         strides = tuple(s * raw.itemsize for s in ref.stride)  # a view such as a transpose: copy it out
         return np.array(np.lib.stride_tricks.as_strided(buf, ref.shape, strides, writeable=False))
 

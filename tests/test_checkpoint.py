@@ -354,3 +354,34 @@ def test_property_every_format_lists_what_was_saved(tmp_path, names, shapes, fmt
             assert layer.matrix == (layer.shape[0], int(np.prod(layer.shape[1:])))
     if fmt in ("pt", "wrapped"):
         assert list(ck.tensors) == list(sd)  # pickles keep the saved order
+
+
+def test_small_matrices_in_bulk_give_the_one_at_a_time_results(tmp_path):
+    """Where no method can run (p < 30), analyse_checkpoint computes values for a run of layers
+    with one batched eigensolve; every record must equal analyse_layer's, edge cases included."""
+    from core.scan import analyse_layer
+
+    g = torch.Generator().manual_seed(3)
+    sd = {f"e.{i}.w": torch.randn(16, 8, generator=g) for i in range(40)}
+    sd.update({"wide.w": torch.randn(6, 20, generator=g), "zero.w": torch.zeros(16, 8),
+               "nan.w": torch.full((16, 8), float("nan")), "rank1.w": torch.ones(16, 8),
+               "f64.w": torch.randn(16, 8, generator=g, dtype=torch.float64),
+               "big.w": torch.randn(64, 40, generator=g),
+               "bf16.w": torch.randn(12, 9, generator=g).to(torch.bfloat16),
+               "after.w": torch.randn(16, 8, generator=g)})
+    for fmt in ("pt", "safetensors"):
+        path = tmp_path / f"m.{fmt}"
+        torch.save(sd, path) if fmt == "pt" else save_file(sd, str(path))
+        ck = open_checkpoint(path)
+        opts = AnalysisOptions(use_cache=False)
+        bulk = list(analyse_checkpoint(ck, opts))
+        assert [r.layer.name for r in bulk] == [l.name for l in ck.layers]
+        for r in bulk:
+            one = analyse_layer(ck, r.layer, opts)
+            assert r.reason == one.reason and r.analysis.methods == one.analysis.methods, r.layer.name
+            scale = one.analysis.sv[:1].sum()
+            np.testing.assert_allclose(r.analysis.sv, one.analysis.sv, rtol=1e-12, atol=1e-12 * scale)
+        by = {r.layer.name: r for r in bulk}
+        assert by["zero.w"].analysis.methods["bema"].reason == "all-zero matrix" and "non-finite" in by["nan.w"].reason
+        assert "numerical rank 1" in by["rank1.w"].analysis.methods["bema"].reason
+        assert by["big.w"].analysis.methods["bema"].ok and "p = 8 < 30" in by["e.0.w"].analysis.methods["bema"].reason

@@ -32,8 +32,13 @@ class ThresholdMethod(Protocol):
     label: ClassVar[str]
     short: ClassVar[str]  # for table columns and tree marks
 
+    def too_small(self, shape: MatrixShape) -> str | None:
+        """Why the method cannot run on any matrix of this shape (None when it may): decided from
+        the shape alone, so a checkpoint of many small matrices need not try each one."""
+        ...
+
     def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
-        """``sv``: all p singular values, descending. Raises NotApplicable."""
+        """``sv``: all p singular values, descending. Raises NotApplicable (``too_small`` first)."""
         ...
 
 

@@ -39,10 +39,13 @@ class Bema:
         if not 0.001 <= self.beta <= 0.5:
             raise ValueError(f"BEMA beta (the edge's tail probability) must be in [0.001, 0.5], got {self.beta}")
 
+    def too_small(self, shape: MatrixShape) -> str | None:
+        return f"p = {shape.p} < {MIN_P}: too few singular values to match a bulk" if shape.p < MIN_P else None
+
     def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         p, N, c = shape.p, shape.N, shape.c
-        if p < MIN_P:
-            raise NotApplicable(f"p = {p} < {MIN_P}: too few singular values to match a bulk")
+        if (why := self.too_small(shape)) is not None:
+            raise NotApplicable(why)
         lam = eigenvalues(sv, shape)
         k, q = _matched_quantiles(c, p, self.alpha)
         sigma2 = float(np.dot(q, lam[k - 1]) / np.dot(q, q))

@@ -81,10 +81,14 @@ class Broadening:
         if not 0.0 <= self.delta < 1.0:
             raise ValueError(f"broadening delta must be in [0, 1), got {self.delta}")
 
+    def too_small(self, shape: MatrixShape) -> str | None:
+        least = max(MIN_P, 2 * self.a + 2)
+        return f"p = {shape.p} < {least}: too few singular values to fit a bulk" if shape.p < least else None
+
     def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         p, N, c = shape.p, shape.N, shape.c
-        if p < max(MIN_P, 2 * self.a + 2):
-            raise NotApplicable(f"p = {p} < {max(MIN_P, 2 * self.a + 2)}: too few singular values to fit a bulk")
+        if (why := self.too_small(shape)) is not None:
+            raise NotApplicable(why)
         nu = np.sort(np.asarray(sv, dtype=np.float64)) / math.sqrt(N)
         keep = np.ones(p, dtype=bool)
         passes = 0
