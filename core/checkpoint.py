@@ -316,6 +316,9 @@ def _find_globals(path: Path) -> list[str]:
 def _flatten(obj: Any, prefix: str, out: dict, leaf: type) -> None:
     """Objects of type ``leaf`` (tensors) found under ``obj``, by dotted path. An explicit stack,
     not recursion: a pickle may legally nest thousands of levels deep."""
+    if isinstance(obj, Mapping) and all(isinstance(v, leaf) for v in obj.values()):  # a flat state dict
+        out.update((f"{prefix}.{k}" if prefix else str(k), v) for k, v in obj.items())
+        return
     stack = [(prefix, obj)]
     while stack:
         prefix, obj = stack.pop()

@@ -183,7 +183,7 @@ def write_json(doc) -> None:
 def write_csv(header, rows) -> None:
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(header)
-    w.writerows([["" if v is None else v for v in row] for row in rows])
+    w.writerows(rows)  # the csv module writes None as an empty field
 
 
 def print_table(table) -> None:
