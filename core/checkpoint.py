@@ -142,6 +142,10 @@ class _Source:
         (safetensors, .npz), else the torch tensor itself."""
         return self.read(name)
 
+    def read_arrays(self, names: list[str]) -> list:
+        """``read_array`` of several tensors (a source may read them together)."""
+        return [self.read_array(n) for n in names]
+
     def file_of(self, name: str) -> Path:
         """The file that holds tensor ``name``."""
         return self.path
@@ -448,6 +452,17 @@ class TorchSource(_Source):
             return self._tensors[name]
         return widen(self._read_raw(name), self._tensors[name].dtype)
 
+    def read_arrays(self, names):
+        if self._zip is None:
+            return super().read_arrays(names)
+        refs = [self._tensors[n] for n in names]
+        try:
+            raws = self._zip.read_many(refs)
+        except OSError as exc:
+            raise CheckpointError(self.path, f"cannot read tensors ({exc})",
+                                  "the file may be truncated or damaged; re-download or re-save it") from None
+        return [widen(raw, ref.dtype) for raw, ref in zip(raws, refs)]
+
     def close(self):
         if self._zip is not None:
             self._zip.close()
@@ -573,7 +588,7 @@ def _check_inside(folder: Path, index: Path, shard) -> None:
     """A shard named by an index must be a file of the model folder: not an absolute path, not
     ``../``, not a symlink that leads out. The one exception is the Hugging Face hub cache, whose
     snapshot folders hold symlinks into the same repository's ``blobs/``."""
-    if not isinstance(shard, str) or not shard:
+    if not isinstance(shard, str) or not shard or "\x00" in shard:
         raise CheckpointError(index, f"the index names a shard that is not a file name ({shard!r})",
                               "re-download the model's index file")
     if os.path.isabs(shard) or ".." in Path(shard).parts:
@@ -683,6 +698,12 @@ class Checkpoint:
         no torch to read, the torch tensor for pickles."""
         require_memory(self.nbytes(name), self._source.file_of(name), f"tensor {name!r}")
         return self._source.read_array(name)
+
+    def matrices(self, layers: list[Layer]) -> list:
+        """``matrix`` of several (small) layers, read together where the format allows."""
+        names = [l.tensor for l in layers]
+        require_memory(sum(self.nbytes(n) for n in set(names)), self.path, f"{len(layers)} tensors")
+        return [matrix_view(a, l) for a, l in zip(self._source.read_arrays(names), layers)]
 
     def matrix(self, layer: Layer | str):
         """The analysed matrix of ``layer`` (numpy or torch, as ``array``)."""

@@ -56,9 +56,12 @@ def report_csv_rows(doc: dict[str, Any], methods: Sequence[str]) -> tuple[list[s
     header = list(CSV_LAYER_FIELDS) + [f"{m}_{f}" for m in methods for f in METHOD_FIELDS]
     rows = []
     for layer in doc["layers"]:
-        row = [("x".join(map(str, layer[f])) if f in ("shape", "matrix") and layer[f] is not None else layer[f])
-               for f in CSV_LAYER_FIELDS]
-        row += [layer["methods"][m][f] for m in methods for f in METHOD_FIELDS]
+        row = [layer[f] for f in CSV_LAYER_FIELDS]
+        row[1] = "x".join(map(str, row[1]))  # shape
+        if row[2] is not None:  # matrix
+            row[2] = "x".join(map(str, row[2]))
+        for m in methods:
+            row += layer["methods"][m].values()  # METHOD_FIELDS order (to_dict)
         rows.append(row)
     return header, rows
 

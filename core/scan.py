@@ -171,17 +171,16 @@ def _analyse_small_run(ckpt: Checkpoint, todo: list[Layer], start: int, options:
     anyway (see ``analyse_layer``), so the results are the ones it would give."""
     import numpy as np
 
+    stop = start
+    while stop < len(todo) and stop - start < SMALL_BATCH and _unfit(todo[stop], options):
+        stop += 1
     groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     out = {}
-    i = start
-    while i < len(todo) and i - start < SMALL_BATCH and _unfit(todo[i], options):
-        layer = todo[i]
-        w = _read_matrix(ckpt, layer, MatrixShape(*layer.matrix))
+    for i, w in enumerate(ckpt.matrices(todo[start:stop]), start):
         if isinstance(w, np.ndarray) and w.dtype == np.float32:
             groups.setdefault(w.shape, []).append((i, w))
         else:  # torch tensors and float64 (whose values may need rescaling) one at a time
-            out[i] = LayerResult(layer, analyse_matrix(w, options.method_objects(), options.weighting))
-        i += 1
+            out[i] = LayerResult(todo[i], analyse_matrix(w, options.method_objects(), options.weighting))
     for items in groups.values():
         stack = np.stack([w for _, w in items])
         for (j, _), a in zip(items, analyse_small(stack, options.method_objects(), options.weighting)):

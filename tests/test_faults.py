@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
@@ -517,6 +517,7 @@ _JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(
     st.sampled_from(["w", "v", "x", ""]), st.sampled_from(["model.safetensors", "../x", "/etc/passwd", "", ".", "nope",
                                                            "sub/../model.safetensors", 3, None]), max_size=3)),
        wrap=st.booleans())
+@example(weight_map={"w": "\x00"}, wrap=True)  # found by this test: a NUL in a shard name
 def test_fuzz_hf_index_files(tmp_path, weight_map, wrap):
     folder = tmp_path / "hf"
     folder.mkdir(exist_ok=True)
