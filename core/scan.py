@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
+import numpy as np
+
 from .analysis import MatrixAnalysis, analyse_matrix, analyse_small
 from .cache import SpectrumCache, config_key, content_key
 from .checkpoint import Checkpoint, Layer
 from .memory import require_memory
 from .methods import make_methods
-from .methods.base import MIN_P
 from .spectrum import MatrixShape, working_bytes
 
 
@@ -99,9 +100,9 @@ def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = Ana
         return LayerResult(layer, None)
     shape = MatrixShape(*layer.matrix)
     cache = cache if cache is not None else (SpectrumCache() if options.use_cache else None)
-    if cache is None or shape.p < MIN_P:
-        # Below MIN_P no method applies: the analysis is one tiny eigensolve, cheaper than the
-        # cache's file lookups (measured ~1 ms a layer to store, 0.17 ms to load).
+    if cache is None or _unfit_shape(layer.matrix, options):
+        # Where no method can run the analysis is one small eigensolve, cheaper than the cache's
+        # file lookups (measured ~1 ms a layer to store, 0.17 ms to load).
         return LayerResult(layer, analyse_matrix(_read_matrix(ckpt, layer, shape), options.method_objects(),
                                                  options.weighting, options.device))
     cfg = _config(options)
@@ -169,8 +170,6 @@ def _analyse_small_run(ckpt: Checkpoint, todo: list[Layer], start: int, options:
     """Analyse the run of small float32 layers that starts at ``start`` (up to SMALL_BATCH of
     them), grouped by shape, with one batched eigensolve per group. Such layers skip the cache
     anyway (see ``analyse_layer``), so the results are the ones it would give."""
-    import numpy as np
-
     stop = start
     while stop < len(todo) and stop - start < SMALL_BATCH and _unfit(todo[stop], options):
         stop += 1
