@@ -313,4 +313,4 @@ async def test_footer_keys_do_not_accumulate(many_layers):
         await pilot.press("escape")
         await settle(app, pilot)
         gc.collect()
-        assert sum(isinstance(o, FooterKey) for o in gc.get_objects()) <= 2 * len(app.BINDINGS)
+        assert sum(type(o) is FooterKey for o in gc.get_objects()) <= 2 * len(app.BINDINGS)
