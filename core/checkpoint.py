@@ -181,8 +181,6 @@ def _open_bytes(path: Path):
         return open(path, "rb")
     except PermissionError:
         raise CheckpointError(path, "permission denied", "check the file's permissions or run as its owner") from None
-    except IsADirectoryError:
-        raise CheckpointError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
 
