@@ -11,7 +11,7 @@ import numpy as np
 from .cosines import Cosines, avew_at, avew_curve, estimated_cosines
 from .fit_quality import KS_LIMIT, ks_distance
 from .methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
-from .spectrum import MatrixShape, as_float_matrix, numerical_rank, singular_values
+from .spectrum import MatrixShape, as_float_matrix, numerical_rank, numerical_ranks, singular_values
 
 # What a report shows of each method, in this order (JSON keys, CSV columns).
 METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "reason")
@@ -86,6 +86,17 @@ def _not_applicable(method: str, reason: str) -> MethodResult:
     return MethodResult(method, reason=reason)
 
 
+EMPTY = "empty matrix"
+NON_FINITE = "non-finite values (NaN or Inf)"
+
+
+def _degenerate(sv: np.ndarray, rank: int) -> str | None:
+    """Why a spectrum has nothing to separate (all zero, or rank < 2); None when it has."""
+    if sv.size and sv[0] == 0.0:
+        return "all-zero matrix"
+    return f"numerical rank {rank} < 2: nothing to separate" if rank < 2 else None
+
+
 def _all_not_applicable(shape, methods, reason, sv=np.empty(0)) -> MatrixAnalysis:
     return MatrixAnalysis(shape, _read_only(sv), {m.name: _not_applicable(m.name, reason) for m in methods},
                           reason=reason if sv.size == 0 else None)
@@ -96,11 +107,8 @@ def analyse_spectrum(sv: np.ndarray, shape: MatrixShape, methods: Sequence[Thres
     """Every method's threshold, Avew and fit quality, from the singular values alone."""
     methods = make_methods() if methods is None else methods
     sv = np.sort(np.asarray(sv, dtype=np.float64))[::-1]
-    if sv.size and sv[0] == 0.0:
-        return _all_not_applicable(shape, methods, "all-zero matrix", sv)
-    r = numerical_rank(sv, shape)
-    if r < 2:
-        return _all_not_applicable(shape, methods, f"numerical rank {r} < 2: nothing to separate", sv)
+    if (why := _degenerate(sv, numerical_rank(sv, shape))) is not None:
+        return _all_not_applicable(shape, methods, why, sv)
     results = {}
     for m in methods:
         try:
@@ -131,17 +139,12 @@ def analyse_small(mats: np.ndarray, methods: Sequence[ThresholdMethod], weightin
     eig = np.linalg.eigvalsh(tall.transpose(0, 2, 1) @ tall)
     svs = np.ascontiguousarray(np.sqrt(np.maximum(eig[:, ::-1], 0.0)))
     svs.setflags(write=False)  # each row below is a read-only view of this
-    ranks = (svs > svs[:, :1] * shape.N * np.finfo(np.float32).eps).sum(axis=1)  # numerical_rank, batched
     out = []
-    for sv, ok, r in zip(svs, finite, ranks.tolist()):
-        if shape.p == 0:
-            out.append(_all_not_applicable(shape, methods, "empty matrix"))
-        elif not ok:
-            out.append(_all_not_applicable(shape, methods, "non-finite values (NaN or Inf)"))
-        elif sv[0] == 0.0:
-            out.append(_all_not_applicable(shape, methods, "all-zero matrix", sv))
-        elif r < 2:
-            out.append(_all_not_applicable(shape, methods, f"numerical rank {r} < 2: nothing to separate", sv))
+    for sv, ok, r in zip(svs, finite, numerical_ranks(svs, shape).tolist()):
+        if shape.p == 0 or not ok:
+            out.append(_all_not_applicable(shape, methods, EMPTY if shape.p == 0 else NON_FINITE))
+        elif (why := _degenerate(sv, r)) is not None:
+            out.append(_all_not_applicable(shape, methods, why, sv))
         else:
             out.append(MatrixAnalysis(shape, sv, too_small, weighting))
     return out
@@ -154,7 +157,7 @@ def analyse_matrix(w, methods: Sequence[ThresholdMethod] | None = None, weightin
     a = as_float_matrix(w)
     shape = MatrixShape(*a.shape)
     if shape.p == 0:
-        return _all_not_applicable(shape, methods, "empty matrix")
+        return _all_not_applicable(shape, methods, EMPTY)
     if not np.isfinite(a).all():
-        return _all_not_applicable(shape, methods, "non-finite values (NaN or Inf)")
+        return _all_not_applicable(shape, methods, NON_FINITE)
     return analyse_spectrum(singular_values(a, device), shape, methods, weighting)

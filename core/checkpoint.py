@@ -354,27 +354,79 @@ def extract_state_dict(obj: Any, leaf: type) -> dict:
     return out
 
 
-class TorchSource(_Source):
-    """A PyTorch pickle. Zip checkpoints of plain tensors are read without torch (core.torchfile);
-    anything else goes through ``torch.load(weights_only=True)``."""
+class TorchZipSource(_Source):
+    """A PyTorch zip checkpoint of plain tensors, read without torch (core.torchfile). Opening
+    raises NotPlain for anything else, which then goes to TorchSource."""
 
     ordered = True
 
     def __init__(self, path: Path):
         self.path = path
+        self._zip = TorchZip(path)
+        self._refs: dict[str, TensorRef] = extract_state_dict(self._zip.obj, TensorRef)
+        self._zip.obj = None  # only the tensor references are kept
+        if not self._refs:
+            self._zip.close()
+            raise NotPlain("no tensors")  # TorchSource says so in its own words
+
+    def entries(self):
+        return [(k, r.shape, r.dtype) for k, r in self._refs.items()]
+
+    def tied(self):
+        return _tied({k: (r.storage.key, r.offset, r.shape, r.stride) for k, r in self._refs.items() if r.numel})
+
+    def _raw(self, names: list[str]) -> tuple[list[TensorRef], list[np.ndarray]]:
+        refs = [self._refs[n] for n in names]
+        try:
+            return refs, self._zip.read_many(refs)
+        except OSError as exc:
+            raise CheckpointError(self.path, f"cannot read {names[0] if len(names) == 1 else 'tensors'!r} ({exc})",
+                                  "the file may be truncated or damaged; re-download or re-save it") from None
+
+    def read_arrays(self, names):
+        refs, raws = self._raw(names)
+        return [widen(raw, ref.dtype) for raw, ref in zip(raws, refs)]
+
+    def read_array(self, name):
+        return self.read_arrays([name])[0]
+
+    def read(self, name):
+        import torch
+
+        (ref,), (raw,) = self._raw([name])
+        t = torch.from_numpy(raw)
+        # numpy holds bfloat16 and float8 as unsigned integers of their width: reinterpret them
+        return t.view(getattr(torch, ref.dtype)) if ref.dtype == "bfloat16" or ref.dtype in FLOAT8_DTYPES else t
+
+    def close(self):
+        self._zip.close()
+
+
+def _tied(keys: dict[str, tuple]) -> dict[str, str]:
+    """name → the first name with the same storage, offset, shape and strides."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for name, key in keys.items():
+        if key in seen:
+            out[name] = seen[key]
+        else:
+            seen[key] = name
+    return out
+
+
+class TorchSource(_Source):
+    """Any other PyTorch pickle, through ``torch.load(weights_only=True)``."""
+
+    ordered = True
+
+    def __init__(self, path: Path):
+        import torch
+
+        self.path = path
         with _open_bytes(path) as f:
             if not f.read(1):
                 raise CheckpointError(path, "empty file", "the download or copy may be incomplete")
-        self._zip: TorchZip | None = None
-        try:
-            self._zip = TorchZip(path)
-            self._tensors = extract_state_dict(self._zip.obj, TensorRef)
-            self._zip.obj = None  # only the tensor references are kept
-        except NotPlain:
-            import torch
-
-            self._zip = None
-            self._tensors = extract_state_dict(self._load(), torch.Tensor)
+        self._tensors = extract_state_dict(self._load(), torch.Tensor)
         if not self._tensors:
             raise CheckpointError(path, "contains no tensors: not a model checkpoint",
                                   "save the model with torch.save(model.state_dict(), path)")
@@ -416,64 +468,14 @@ class TorchSource(_Source):
                                       "re-download or re-save the file") from None
 
     def entries(self):
-        if self._zip is not None:
-            return [(k, r.shape, r.dtype) for k, r in self._tensors.items()]
         return [(k, tuple(t.shape), _torch_dtype_name(t.dtype)) for k, t in self._tensors.items()]
 
     def tied(self):
-        seen: dict[tuple, str] = {}
-        out = {}
-        for k, t in self._tensors.items():
-            if self._zip is not None:
-                if t.numel == 0:
-                    continue
-                key = (t.storage.key, t.offset, t.shape, t.stride)
-            else:
-                if t.numel() == 0:
-                    continue
-                key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
-            if key in seen:
-                out[k] = seen[key]
-            else:
-                seen[key] = k
-        return out
-
-    def _read_raw(self, name: str) -> np.ndarray:
-        try:
-            return self._zip.read(self._tensors[name])
-        except OSError as exc:
-            raise CheckpointError(self.path, f"cannot read tensor {name!r} ({exc})",
-                                  "the file may be truncated or damaged; re-download or re-save it") from None
-
-    def read_array(self, name):
-        if self._zip is None:
-            return self._tensors[name]
-        return widen(self._read_raw(name), self._tensors[name].dtype)
-
-    def read_arrays(self, names):
-        if self._zip is None:
-            return super().read_arrays(names)
-        refs = [self._tensors[n] for n in names]
-        try:
-            raws = self._zip.read_many(refs)
-        except OSError as exc:
-            raise CheckpointError(self.path, f"cannot read tensors ({exc})",
-                                  "the file may be truncated or damaged; re-download or re-save it") from None
-        return [widen(raw, ref.dtype) for raw, ref in zip(raws, refs)]
-
-    def close(self):
-        if self._zip is not None:
-            self._zip.close()
+        return _tied({k: (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+                      for k, t in self._tensors.items() if t.numel()})
 
     def read(self, name):
-        if self._zip is None:
-            return self._tensors[name]
-        import torch
-
-        raw = self._read_raw(name)
-        t = torch.from_numpy(raw)
-        dtype = self._tensors[name].dtype
-        return t.view(getattr(torch, dtype)) if raw.dtype.kind == "u" and dtype != "uint8" else t
+        return self._tensors[name]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -649,6 +651,11 @@ def open_source(path: Path) -> _Source:
         return SafetensorsSource(path)
     if path.suffix == ".npz":
         return NpzSource(path)
+    if head[:1]:  # an empty file gets TorchSource's message
+        try:
+            return TorchZipSource(path)
+        except NotPlain:
+            pass
     return TorchSource(path)
 
 

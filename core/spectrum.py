@@ -129,10 +129,14 @@ def torch_singular_values(w, device: str) -> np.ndarray:
     return torch.linalg.svdvals(t).double().cpu().numpy()
 
 
+def numerical_ranks(svs: np.ndarray, shape: MatrixShape) -> np.ndarray:
+    """The numerical rank of each row of a stack of descending spectra: the values above
+    s₁·N·ε₃₂ (0 for an all-zero row)."""
+    return (svs > svs[:, :1] * shape.N * np.finfo(np.float32).eps).sum(axis=1)
+
+
 def numerical_rank(sv: np.ndarray, shape: MatrixShape) -> int:
-    if sv.size == 0 or sv[0] == 0:
-        return 0
-    return int(np.sum(sv > sv[0] * shape.N * np.finfo(np.float32).eps))
+    return int(numerical_ranks(np.asarray(sv)[None, :], shape)[0]) if np.size(sv) else 0
 
 
 def eigenvalues(sv: np.ndarray, shape: MatrixShape) -> np.ndarray:

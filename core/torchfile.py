@@ -228,24 +228,11 @@ class TorchZip:
             raise NotPlain("member cut short")
         return raw
 
-    def read(self, ref: TensorRef) -> np.ndarray:
-        """The tensor's values as a contiguous numpy array in its stored representation (bfloat16
-        and float8 as their raw unsigned integers: see ``widen``). Positioned reads on one open
-        descriptor: no seek state, so threads may read at once."""
-        name = self._prefix + "data/" + ref.storage.key
-        member = self._members.get(name)
-        raw = raw_dtype(ref.dtype)
-        if member is None or member[0] != zipfile.ZIP_STORED or member[2] < ref.storage.numel * raw.itemsize:
-            raise OSError(f"storage {ref.storage.key} is missing, compressed or short")
-        buf = np.empty(ref.span, dtype=raw)
-        if buf.nbytes and os.preadv(self._fd, [buf], self._data_offset(name) + ref.offset * raw.itemsize) \
-                != buf.nbytes:
-            raise OSError("the file is cut short")
-        return self._shaped(buf, ref, raw)
-
     def read_many(self, refs: list[TensorRef]) -> list[np.ndarray]:
-        """``read`` of many (small) tensors with few system calls: the storages' byte ranges, in
-        file order, are read in chunks of up to 16 MB when they lie close together."""
+        """The tensors' values as contiguous numpy arrays in their stored representation (bfloat16
+        and float8 as raw unsigned integers: see ``widen``), with few system calls: the byte
+        ranges, in file order, are read in chunks of up to 16 MB when they lie close together.
+        Positioned reads on one descriptor: no seek state, so threads may read at once."""
         spans = []
         for k, ref in enumerate(refs):
             name = self._prefix + "data/" + ref.storage.key
