@@ -17,6 +17,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,6 @@ class _Work:
         return self.evaluators[path, spec]
 
     def run(self, kind: str, args: tuple, cancel: CancelToken, progress: Progress) -> Any:
-        from dataclasses import replace
-
         if kind == "analyse":
             path, conv_view, name, options = args
             ckpt = self.checkpoint(path, conv_view)
