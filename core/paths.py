@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import OutputExistsError, OutputWriteError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("RMT_TUI_DEMO_DIR", REPO_ROOT / "demo_models"))
 DEFAULT_DEMO_MODEL = DEMO_DIR / "mlp_bs16.safetensors"
@@ -95,3 +97,25 @@ def atomic_output(path: Path, overwrite: bool = True, tmp_dir: Path | None = Non
         except OSError:
             pass
         raise
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists — choose another output path or pass --force to replace it")
+
+
+def write_text_output(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """A small output file (JSON), written atomically; never over an existing file unless asked.
+    Failures end in OutputExistsError / OutputWriteError with nothing left behind."""
+    path = Path(path)
+    refuse_existing(path, overwrite)
+    try:
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            tmp.write_text(text)
+    except FileExistsError:
+        raise OutputExistsError(f"{path}: was created while this was being written — nothing was replaced; "
+                                "choose another output path or pass --force") from None
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot be written ({exc.strerror or exc}) — nothing was written; free "
+                               "some space, or choose a folder you can write to") from None
+    return path

@@ -83,3 +83,93 @@ def sweep_document(checkpoint: str, evaluator: str, rep: SweepReport) -> dict[st
         "points": [{"rank": pt.rank, "accuracy": pt.accuracy, "metrics": pt.metrics, "avew": pt.avew}
                    for pt in rep.points],
     }
+
+
+COMPARE_SCHEMA = "rmt-tui/compare/1"
+DELTA_SCHEMA = "rmt-tui/delta/1"
+
+
+def _edge_ratios(r: LayerResult) -> dict[str, float | None]:
+    """s₁ / s₊ per method: the top value in units of that method's fitted MP edge (the overlay's
+    normalised axis; comparable across shapes and scales)."""
+    from .spectrum import mp_edge
+
+    a = r.analysis
+    out = {}
+    for m, res in (a.methods.items() if a is not None else ()):
+        out[m] = a.sv_max / mp_edge(res.sigma2, a.shape) if res.ok and res.sigma2 and a.sv_max else None
+    return out
+
+
+def compare_document(labels: Sequence[str], paths: Sequence[str], table, analysed: Sequence[tuple],
+                     methods: Sequence[str], options: dict[str, Any]) -> dict[str, Any]:
+    """``analysed``: (MatchRow, [LayerResult | None per checkpoint]) pairs."""
+    layers = []
+    for row, results in analysed:
+        per = {}
+        for label, entry, r in zip(labels, row.entries, results):
+            rec = {"state": entry.state, "note": entry.note or None}
+            if r is not None:
+                rec.update(layer_record(r, methods))
+                rec["sv_max_over_edge"] = _edge_ratios(r)
+            per[label] = rec
+        layers.append({"key": row.key, "status": row.status, "rule": row.rule, "warnings": list(row.warnings),
+                       "per_checkpoint": per})
+    return {"schema": COMPARE_SCHEMA, "checkpoints": [{"label": l, "path": p} for l, p in zip(labels, paths)],
+            "options": options, "match": table.summary(), "layers": layers}
+
+
+def compare_csv_rows(doc: dict[str, Any], methods: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
+    """One row per (layer, checkpoint)."""
+    header = ["key", "checkpoint", "state"] + list(CSV_LAYER_FIELDS) + \
+        [f"{m}_{f}" for m in methods for f in METHOD_FIELDS]
+    rows = []
+    for layer in doc["layers"]:
+        for label, rec in layer["per_checkpoint"].items():
+            base = [layer["key"], label, rec["state"]]
+            if "name" not in rec:
+                rows.append(base + [None] * (len(header) - 3))
+                continue
+            _, [row] = report_csv_rows({"layers": [rec]}, methods)
+            rows.append(base + row)
+    return header, rows
+
+
+def delta_record(d, methods: Sequence[str]) -> dict[str, Any]:
+    a = d.analysis
+    entries = d.row.entries
+    rec = {
+        "key": d.key, "base_name": entries[0].name, "tuned_name": entries[1].name,
+        "shape": list(d.base.shape) if d.base is not None else None,
+        "matrix": [a.shape.m, a.shape.n] if a is not None else None,
+        "dtypes": [e.layer.dtype if e.layer is not None else None for e in entries],
+        "match": d.row.rule, "status": d.status, "reason": d.reason,
+        "rel_fro": d.rel_fro, "energy_rank": {"90": d.energy_rank_90, "99": d.energy_rank_99},
+        "stable_rank": d.stable_rank, "p": a.shape.p if a is not None else None,
+        "sv_max": a.sv_max if a is not None else None, "methods": {}, "warnings": list(d.warnings),
+    }
+    for m in methods:
+        res = a.methods.get(m) if a is not None else None
+        rec["methods"][m] = res.to_dict() if res is not None else {f: None for f in METHOD_FIELDS}
+    return rec
+
+
+def delta_document(base: str, tuned: str, table, results: Sequence, methods: Sequence[str],
+                   options: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": DELTA_SCHEMA, "base": base, "tuned": tuned, "options": options, "match": table.summary(),
+            "layers": [delta_record(d, methods) for d in results]}
+
+
+DELTA_CSV_FIELDS = ("key", "base_name", "tuned_name", "status", "reason", "rel_fro", "stable_rank", "p", "sv_max")
+
+
+def delta_csv_rows(doc: dict[str, Any], methods: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
+    header = list(DELTA_CSV_FIELDS) + ["energy_rank_90", "energy_rank_99"] + \
+        [f"{m}_{f}" for m in methods for f in METHOD_FIELDS] + ["warnings"]
+    rows = []
+    for rec in doc["layers"]:
+        row = [rec[f] for f in DELTA_CSV_FIELDS] + [rec["energy_rank"]["90"], rec["energy_rank"]["99"]]
+        for m in methods:
+            row += rec["methods"][m].values()
+        rows.append(row + ["; ".join(rec["warnings"])])
+    return header, rows

@@ -12,7 +12,7 @@ import torch
 from .checkpoint import Checkpoint, Layer, matrix_view
 from .cosines import theta_hat
 from .errors import OutputExistsError, OutputWriteError, RmtError
-from .paths import atomic_output, remove_stale_temps
+from .paths import atomic_output, refuse_existing, remove_stale_temps
 from .scan import LayerResult
 from .spectrum import MatrixShape, as_float_matrix
 
@@ -138,11 +138,6 @@ def truncate_checkpoint(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "
             t = write_back(t, layer, new)
         out[name] = t
     return out
-
-
-def refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists — choose another output path or pass --force to replace it")
 
 
 def export_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str],

@@ -38,7 +38,7 @@ EXIT_MEMORY = 7  # a tensor (or its analysis) needs more memory than is availabl
 EXIT_WRITE = 8  # the output could not be written (disk full, read-only, permission denied); nothing left behind
 EXIT_INTERRUPTED = 130
 
-COMMANDS = ("report", "truncate", "eval", "sweep")
+COMMANDS = ("report", "compare", "delta", "truncate", "eval", "sweep")
 
 EPILOG = """exit codes: 0 ok, 2 usage error, 3 unreadable or invalid input, 4 unsafe input (pickle that
 runs code; refused), 5 evaluator error, 6 output exists (use --force), 7 not enough memory for a
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rmt-tui", description="Signal and noise in neural-network weights: "
                                  "random-matrix spectra, thresholds, truncation and evaluation.", epilog=EPILOG)
     ap.add_argument("--version", action="version", version=f"rmt-tui {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{app,report,truncate,eval,sweep}")
+    sub = ap.add_subparsers(dest="command", metavar="{app,report,compare,delta,truncate,eval,sweep}")
 
     app = sub.add_parser("app", help="open the terminal app (the default when no command is given)", epilog=EPILOG)
     app.add_argument("paths", nargs="*", metavar="PATH", help="checkpoints to open (default: the bundled demo model)")
@@ -84,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("path", metavar="PATH")
     rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _add_analysis_options(rep)
+
+    cmp = sub.add_parser("compare", help="the same layers of several checkpoints side by side (spectra, ŝ, fit)",
+                         epilog=EPILOG)
+    cmp.add_argument("paths", nargs="+", metavar="PATH", help="two or more checkpoints (any formats, mixed)")
+    cmp.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _add_analysis_options(cmp)
+
+    dl = sub.add_parser("delta", help="what fine-tuning changed: the spectrum of W_tuned − W_base per layer",
+                        epilog=EPILOG)
+    dl.add_argument("base", metavar="BASE")
+    dl.add_argument("tuned", metavar="TUNED")
+    dl.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    dl.add_argument("--rank-pattern", type=Path, metavar="OUT.json",
+                    help="write each module's ŝ(ΔW) as PEFT rank_pattern/alpha_pattern (adapter_config fields)")
+    dl.add_argument("--extract-lora", type=Path, metavar="OUT.safetensors",
+                    help="write a LoRA adapter (lora_A, lora_B per module) with W_base + B·A = the truncated delta")
+    dl.add_argument("--lora-rank", default="bema", metavar="bema|broadening|rank:K",
+                    help="the rank of each module in both exports (default: %(default)s, its ŝ(ΔW))")
+    dl.add_argument("--force", action="store_true", help="replace output files that exist")
+    _add_analysis_options(dl)
 
     tr = sub.add_parser("truncate", help="truncate layers to a method's rank and write safetensors", epilog=EPILOG)
     tr.add_argument("path", metavar="PATH")
@@ -211,8 +231,97 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def open_matched(paths, args, labels=None):
+    """Open the checkpoints and pair their layers; the match summary goes to stderr before any
+    analysis starts."""
+    from core.checkpoint import open_checkpoint
+    from core.compare import select_rows
+    from core.matching import match_layers
+
+    ckpts = [open_checkpoint(p, conv_view=args.conv_view) for p in paths]
+    table = match_layers(ckpts, labels)
+    rows = select_rows(table, args.layers)
+    if args.layers and not rows:
+        raise UsageError(f"no layer matches {', '.join(args.layers)}")
+    for line in table.summary_lines():
+        print(f"match: {printable(line)}", file=sys.stderr)
+    return ckpts, table, rows
+
+
+def cmd_compare(args) -> int:
+    from core.compare import compare_checkpoints
+    from core.report import compare_csv_rows, compare_document
+
+    if len(args.paths) < 2:
+        raise UsageError("compare needs two or more checkpoints")
+    opts = analysis_options(args)
+    ckpts, table, rows = open_matched(args.paths, args)
+    with progress_bar("comparing") as tick:
+        analysed = list(compare_checkpoints(ckpts, rows, opts, progress=tick))
+    doc = compare_document(table.labels, [str(c.path) for c in ckpts], table, analysed, opts.methods,
+                           options_record(args, opts))
+    if args.format == "json":
+        write_json(doc)
+    elif args.format == "csv":
+        write_csv(*compare_csv_rows(doc, opts.methods))
+    else:
+        from .tables import compare_table
+
+        print_table(compare_table(doc, opts.methods))
+    return EXIT_OK
+
+
+def cmd_delta(args) -> int:
+    from core.compare import delta_checkpoints
+    from core.paths import refuse_existing
+    from core.report import delta_csv_rows, delta_document
+
+    outputs = [p for p in (args.rank_pattern, args.extract_lora) if p is not None]
+    for out in outputs:  # before the analysis, not after it
+        refuse_existing(out, args.force)
+        if out.resolve() in (Path(args.base).resolve(), Path(args.tuned).resolve()):
+            raise UsageError(f"{out}: refusing to write over a source checkpoint")
+    opts = analysis_options(args)
+    (base, tuned), table, rows = open_matched([args.base, args.tuned], args)
+    with progress_bar("delta") as tick:
+        results = list(delta_checkpoints(base, tuned, rows, opts, progress=tick))
+    doc = delta_document(str(base.path), str(tuned.path), table, results, opts.methods, options_record(args, opts))
+    if outputs:
+        write_delta_exports(args, base, tuned, results)
+    if args.format == "json":
+        write_json(doc)
+    elif args.format == "csv":
+        write_csv(*delta_csv_rows(doc, opts.methods))
+    else:
+        from .tables import delta_table
+
+        print_table(delta_table(doc, opts.methods))
+    return EXIT_OK
+
+
+def write_delta_exports(args, base, tuned, results) -> None:
+    from core.lora import delta_ranks, extract_lora, rank_pattern_document
+    from core.paths import write_text_output
+
+    plan = delta_ranks(results, args.lora_rank)
+    if args.rank_pattern is not None:
+        doc = rank_pattern_document(plan, args.lora_rank)
+        write_text_output(args.rank_pattern, json.dumps(doc, indent=2) + "\n", overwrite=args.force)
+        print(f"wrote {args.rank_pattern} ({len(doc['rank_pattern'])} modules)", file=sys.stderr)
+    if args.extract_lora is not None:
+        from core.truncation import export_safetensors
+
+        with progress_bar("extracting LoRA"):
+            state = extract_lora(base, tuned, results, plan)
+        meta = {"rmt_tui.base": str(base.path), "rmt_tui.tuned": str(tuned.path), "rmt_tui.rank": args.lora_rank,
+                "rmt_tui.rank_pattern": json.dumps({m: k for m, k in plan.items() if k > 0})}
+        export_safetensors(state, args.extract_lora, meta, overwrite=args.force)
+        print(f"wrote {args.extract_lora} ({len(state) // 2} modules, ranks {args.lora_rank})", file=sys.stderr)
+
+
 def cmd_truncate(args) -> int:
-    from core.truncation import export_safetensors, refuse_existing, resolve_ranks, truncate_checkpoint
+    from core.paths import refuse_existing
+    from core.truncation import export_safetensors, resolve_ranks, truncate_checkpoint
 
     refuse_existing(args.output, args.force)  # before the analysis, not after it
     if args.output.resolve() == Path(args.path).resolve():
@@ -304,7 +413,8 @@ ERROR_CODES = [(UnsafeCheckpointError, EXIT_UNSAFE), (InsufficientMemoryError, E
                (CheckpointError, EXIT_INPUT), (EvaluationError, EXIT_EVAL), (OutputExistsError, EXIT_EXISTS),
                (OutputWriteError, EXIT_WRITE), (UsageError, EXIT_USAGE), (RmtError, EXIT_INPUT)]
 
-HANDLERS = {"report": cmd_report, "truncate": cmd_truncate, "eval": cmd_eval, "sweep": cmd_sweep, "app": cmd_app}
+HANDLERS = {"report": cmd_report, "compare": cmd_compare, "delta": cmd_delta, "truncate": cmd_truncate,
+            "eval": cmd_eval, "sweep": cmd_sweep, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """Rich tables for the CLI's human-readable output; each fits an 80-column terminal."""
 from __future__ import annotations
 
+import os
+
 from rich.table import Table
 from rich.text import Text
 
@@ -71,4 +73,83 @@ def sweep_table(doc: dict) -> Table:
         here = [label for k, label in marks if k == pt["rank"]]
         t.add_row(str(pt["rank"]), f"{pt['accuracy']:.4f}", *[fmt(pt["avew"][m]) for m in methods],
                   f"← ŝ {', '.join(here)}" if here else "")
+    return t
+
+
+def _ranks_cell(methods_doc: dict, methods) -> Text:
+    """'97/185' (ŝ per method, in the methods' order), ⚠ when a fit is poor."""
+    t = Text("/".join(fmt(methods_doc[m]["rank"], "d") for m in methods))
+    if any(methods_doc[m]["poor_fit"] for m in methods):
+        t.append("⚠", style="yellow")
+    return t
+
+
+def short_labels(labels: list[str]) -> tuple[list[str], str]:
+    """Labels without their common prefix and suffix (mlp_bs16.safetensors, mlp_bs64… → 16, 64…),
+    and the pattern they came from (mlp_bs*.safetensors); the labels as they are when nothing
+    is shared or a label would be left empty."""
+    if len(labels) < 2:
+        return labels, ""
+    pre = os.path.commonprefix(labels)
+    suf = os.path.commonprefix([l[::-1] for l in labels])[::-1]
+    n = min(len(l) for l in labels)
+    if len(pre) + len(suf) > n:
+        suf = suf[len(pre) + len(suf) - n:]
+    cut = [l[len(pre):len(l) - len(suf)] for l in labels]
+    if not (pre or suf) or not all(cut):
+        return labels, ""
+    return cut, f"{pre}*{suf}"
+
+
+def compare_table(doc: dict, methods) -> Table:
+    """Layers × checkpoints, each cell ŝ per method (e.g. 97/185); layers no checkpoint could
+    analyse are left out, and a cell says why it is empty."""
+    labels = [c["label"] for c in doc["checkpoints"]]
+    heads, pattern = short_labels(labels)
+    title = f"ŝ {'/'.join(short_label(m) for m in methods)} per checkpoint{' ' + pattern if pattern else ''} " \
+            "(⚠ poor MP fit)"
+    t = Table(title=shown(title), title_justify="left", pad_edge=False)
+    t.add_column("layer", overflow="ellipsis", no_wrap=True, min_width=10, max_width=28)
+    for head in heads:
+        t.add_column(shown(head), justify="right", overflow="ellipsis", no_wrap=True, max_width=14)
+    if any(l["status"] != "matched" or l["warnings"] for l in doc["layers"]):
+        t.add_column("match", overflow="ellipsis", no_wrap=True, max_width=16)
+    for layer in doc["layers"]:
+        per = [layer["per_checkpoint"][label] for label in labels]
+        if not any(r.get("status") == "ok" for r in per):
+            continue
+        cells = []
+        for r in per:
+            if r["state"] == "missing":
+                cells.append(Text("missing", style="dim"))
+            elif r["status"] != "ok":
+                cells.append(Text("–", style="dim"))
+            else:
+                cells.append(_ranks_cell(r["methods"], methods))
+        note = layer["status"] if layer["status"] != "matched" else ("dtype" if layer["warnings"] else "")
+        extra = [Text(note, style="yellow")] if len(t.columns) > len(labels) + 1 else []
+        t.add_row(shown(layer["key"]), *cells, *extra)
+    return t
+
+
+def delta_table(doc: dict, methods) -> Table:
+    t = Table(title=shown(f"ΔW = {doc['tuned']} − {doc['base']}"), title_justify="left", pad_edge=False)
+    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=26)
+    for m in methods:
+        t.add_column(f"ŝ {short_label(m)}", justify="right")
+    t.add_column("r90", justify="right")
+    t.add_column("stable", justify="right")
+    t.add_column("ΔW/W", justify="right")
+    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=22)
+    for rec in doc["layers"]:
+        if rec["status"] not in ("ok", "unchanged") and rec["base_name"] is None and rec["tuned_name"] is None:
+            continue
+        if rec["status"] == "ok":
+            ranks = [fmt(rec["methods"][m]["rank"], "d") for m in methods]
+            note = shown(rec["warnings"][-1], "yellow") if rec["warnings"] else Text("")
+        else:
+            ranks = ["–"] * len(methods)
+            note = shown(rec["reason"] or rec["status"], "dim")
+        t.add_row(shown(rec["key"]), *ranks, fmt(rec["energy_rank"]["90"], "d"), fmt(rec["stable_rank"], ".1f"),
+                  fmt(rec["rel_fro"], ".2g"), note)
     return t

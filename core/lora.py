@@ -1,0 +1,93 @@
+"""What a delta analysis found, as files other tools read: a LoRA adapter and PEFT's rank_pattern.
+
+LoRA from a delta at rank k (SPEC §10): ΔW_k = U_k S_k V_kᵀ, B = U_k S_k^{1/2} (out × k),
+A = S_k^{1/2} V_kᵀ (k × in), so W_base + B·A = W_base + ΔW_k. Each module's lora_alpha equals its
+rank, so PEFT's scale α/r is 1 and the adapter adds exactly B·A.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .compare import DeltaResult, delta_matrix
+from .errors import UsageError
+from .scan import CancelToken
+
+ADAPTER_PREFIX = "base_model.model."  # PEFT's names: the wrapped model's own names under this
+
+
+def module_name(tensor: str) -> str:
+    return tensor.removesuffix(".weight")
+
+
+def delta_ranks(results: Sequence[DeltaResult], spec: str) -> dict[str, int]:
+    """Module (the base's tensor name without ``.weight``) → kept rank of ΔW, for every analysed
+    2-D delta: ``spec`` is a method (its ŝ(ΔW); layers where it does not apply are left out) or
+    ``rank:K``. Rank 0 (nothing above the noise) is kept in the plan: it says the layer needs no
+    adapter."""
+    fixed = None
+    if spec.startswith("rank:"):
+        try:
+            fixed = int(spec[5:])
+        except ValueError:
+            raise UsageError(f"bad rank in {spec!r}: expected rank:K with an integer K") from None
+        if fixed < 0:
+            raise UsageError(f"bad rank in {spec!r}: K must be ≥ 0")
+    plan = {}
+    for r in results:
+        if r.status != "ok" or r.base is None or len(r.base.shape) != 2 or r.base.position is not None:
+            continue
+        if fixed is not None:
+            plan[module_name(r.base.tensor)] = min(fixed, r.analysis.shape.p)
+            continue
+        m = r.analysis.methods.get(spec)
+        if m is None:
+            raise UsageError(f"method {spec!r} was not analysed; choose from {', '.join(r.analysis.methods)} "
+                             "or rank:K")
+        if m.ok:
+            plan[module_name(r.base.tensor)] = m.rank
+    return plan
+
+
+def rank_pattern_document(plan: Mapping[str, int], method: str) -> dict:
+    """PEFT LoraConfig fields (as in adapter_config.json) with one rank per module."""
+    kept = {m: k for m, k in plan.items() if k > 0}
+    r = max(kept.values(), default=0)
+    return {"peft_type": "LORA", "r": r, "lora_alpha": r, "target_modules": sorted(kept),
+            "rank_pattern": kept, "alpha_pattern": kept,
+            "rmt_tui": {"method": method, "ranks": dict(plan),
+                        "note": "lora_alpha equals each module's rank, so each adapter adds B·A unscaled; "
+                                "modules at rank 0 showed nothing above the noise and are not targeted"}}
+
+
+def lora_factors(delta: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) with B @ A the rank-k truncation of ``delta``."""
+    from .truncation import top_factors
+
+    f = top_factors(delta, k)
+    root = np.sqrt(f.s[:k])
+    return (root[:, None] * f.vt[:k]).astype(np.float32), (f.u[:, :k] * root).astype(np.float32)
+
+
+def extract_lora(base: Checkpoint, tuned: Checkpoint, results: Sequence[DeltaResult], plan: Mapping[str, int],
+                 cancel: CancelToken | None = None) -> dict:
+    """PEFT-named lora_A / lora_B tensors (float32) for every module planned at rank > 0."""
+    import torch
+
+    out = {}
+    for r in results:
+        if r.base is None:
+            continue
+        k = plan.get(module_name(r.base.tensor), 0)
+        if k == 0:
+            continue
+        if cancel is not None:
+            cancel.check()
+        d, _ = delta_matrix(base, tuned, r.row)
+        a, b = lora_factors(d, k)
+        name = ADAPTER_PREFIX + module_name(r.base.tensor)
+        out[f"{name}.lora_A.weight"] = torch.from_numpy(a)
+        out[f"{name}.lora_B.weight"] = torch.from_numpy(b)
+    return out
