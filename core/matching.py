@@ -181,8 +181,9 @@ def match_layers(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None = Non
     # Key → per-checkpoint (layer, how it was found); exact names first.
     found: dict[str, list[tuple[Layer | None, str]]] = {
         k: [(table.get(k), "name" if k in table else "") for table in names] for k in keys}
-    # Then unique suffixes: a name only checkpoint i holds, against one that i lacks.
-    for i in range(len(ckpts)):
+    # Then unique suffixes: a name only checkpoint i holds, against one that i lacks. Last
+    # checkpoint first, so that a row keeps the name the earliest checkpoint gives it.
+    for i in reversed(range(len(ckpts))):
         loose = [k for k in keys if found[k][i][0] is None and any(l is not None for l, _ in found[k])]
         orphans = [k for k in keys if found[k][i][0] is not None
                    and all(l is None for j, (l, _) in enumerate(found[k]) if j != i)]
