@@ -21,10 +21,19 @@ from .memory import require_memory
 from .scan import AnalysisOptions, CancelToken, LayerResult, Progress, analyse_layer
 from .spectrum import MatrixShape, as_float_matrix, working_bytes
 
-# Relative size ‖ΔW‖/‖W‖ at or below which a delta is within a few roundings of the coarser
-# stored dtype: what remains may be storage noise (SPEC §10: bf16 rounding alone gives ≈ 2·10⁻³).
-ROUNDING_EPS = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
-ROUNDING_LEVEL = 2.0  # × the coarser dtype's unit roundoff
+# Rounding a weight to a dtype with unit roundoff u changes it by ≈ 0.5·u·‖W‖ (measured: bf16 alone
+# gives ‖ΔW‖/‖W‖ ≈ 2·10⁻³, SPEC §10), and two independently rounded copies by √2 times that. A delta
+# within ROUNDING_MARGIN of that level may be storage noise and nothing else.
+UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
+ROUNDING_PER_SIDE = 0.5
+ROUNDING_MARGIN = 1.5
+
+
+def rounding_level(dtypes: Sequence[str]) -> tuple[float, str]:
+    """‖ΔW‖/‖W‖ that storage rounding alone gives for these two stored dtypes, and the coarser one."""
+    coarse = max(dtypes, key=lambda d: UNIT_ROUNDOFF.get(d, 0.0))
+    sides = sum(d == coarse for d in dtypes)
+    return ROUNDING_PER_SIDE * UNIT_ROUNDOFF.get(coarse, 0.0) * np.sqrt(sides), coarse
 
 
 def select_rows(table: MatchTable, patterns: Iterable[str] | None) -> list[MatchRow]:
@@ -145,11 +154,10 @@ def analyse_delta(base: Checkpoint, tuned: Checkpoint, row: MatchRow, options: A
     a = analyse_matrix(d, options.method_objects(), options.weighting, options.device)
     d_norm = float(np.sqrt(np.sum(a.sv ** 2)))
     rel = d_norm / w_norm if w_norm > 0 else None
-    dtypes = [e.layer.dtype for e in row.entries]
-    eps = max(ROUNDING_EPS.get(dt, 0.0) for dt in dtypes)
-    if rel is not None and rel <= ROUNDING_LEVEL * eps:
-        warnings.append(f"‖ΔW‖/‖W‖ = {rel:.2g} is at the rounding level of {max(dtypes, key=ROUNDING_EPS.get)} "
-                        "storage: what changed may be rounding alone")
+    level, coarse = rounding_level([e.layer.dtype for e in row.entries])
+    if rel is not None and rel <= ROUNDING_MARGIN * level:
+        warnings.append(f"‖ΔW‖/‖W‖ = {rel:.2g} is at the rounding level of {coarse} storage ({level:.1g}): "
+                        "what changed may be rounding alone")
     if rel is not None and rel > 1.0:
         warnings.append(f"‖ΔW‖/‖W‖ = {rel:.2g}: as large as the weights themselves — are these one lineage? "
                         "Independent runs permute hidden units, and their difference means nothing")

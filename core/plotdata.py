@@ -107,3 +107,74 @@ def linear_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], li
     first = math.ceil(lo / step) * step
     ticks = [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
     return ticks, [format(t, ".4g") for t in ticks]
+
+
+# ------------------------------------------------------------------ several checkpoints, one layer
+
+
+def edge_of(a: MatrixAnalysis) -> float | None:
+    """The fitted MP bulk edge s₊ = σ̂(√N + √p) of the first method that applies (BEMA by
+    default): the unit of the normalised overlay, so bulks line up at 1 across checkpoints."""
+    from .spectrum import mp_edge
+
+    r = next((r for r in a.methods.values() if r.ok and r.sigma2), None)
+    return mp_edge(r.sigma2, a.shape) if r is not None else None
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+    marks: dict[str, float]  # method → where its threshold falls on the x axis (τ, or ŝ by index)
+
+
+@dataclass(frozen=True)
+class OverlayData:
+    series: list[Series]
+    x_max: float
+    unit: str  # the x (density) or y (values) axis: "s" or "s / s₊"
+    ticks: list[float] = ()  # log10 positions (values view)
+    tick_labels: list[str] = ()
+    off_plot: int = 0  # values beyond x_max, all series together (density view)
+
+
+def _scale(a: MatrixAnalysis, normalise: bool) -> float | None:
+    return (edge_of(a) if normalise else 1.0) or None
+
+
+def overlay_density(items: list[tuple[str, MatrixAnalysis]], normalise: bool = False, bins: int = 40
+                    ) -> OverlayData:
+    """Each checkpoint's histogram density of s (or s/s₊) on shared bins, with its thresholds."""
+    scaled = [(label, a, k) for label, a in items if (k := _scale(a, normalise)) and a.sv.size]
+    taus = [r.threshold / k for _, a, k in scaled for r in a.methods.values() if r.ok]
+    top = max((float(a.sv[0]) / k for _, a, k in scaled), default=1.0)
+    x_max = max(min(top, 1.35 * max(taus)) if taus else top, 1e-300)
+    edges = np.linspace(0.0, x_max, bins + 1)
+    series, off = [], 0
+    for label, a, k in scaled:
+        s = a.sv / k
+        counts, _ = np.histogram(s[s <= x_max], bins=edges)
+        off += int(np.sum(s > x_max))
+        series.append(Series(label, (edges[:-1] + edges[1:]) / 2, counts / (s.size * (edges[1] - edges[0])),
+                             {m: r.threshold / k for m, r in a.methods.items() if r.ok}))
+    return OverlayData(series, x_max, "s / s₊" if normalise else "s", off_plot=off)
+
+
+def overlay_values(items: list[tuple[str, MatrixAnalysis]], normalise: bool = False, columns: int = 80
+                   ) -> OverlayData:
+    """Each checkpoint's sorted values (log10 of s or s/s₊) against their index, with ŝ marked."""
+    series, lo, hi = [], math.inf, -math.inf
+    for label, a in items:
+        k = _scale(a, normalise)
+        positive = a.sv[a.sv > 0]
+        if not k or not positive.size:
+            continue
+        idx = _thin(positive.size, columns)
+        logs = np.log10(positive[idx] / k)
+        lo, hi = min(lo, float(logs.min())), max(hi, float(logs.max()))
+        series.append(Series(label, idx + 1.0, logs, {m: float(r.rank) for m, r in a.methods.items() if r.ok}))
+    if not series:
+        return OverlayData([], 1.0, "s")
+    ticks, labels = log_ticks(lo, hi)
+    return OverlayData(series, max(float(s.x[-1]) for s in series), "s / s₊" if normalise else "s", ticks, labels)

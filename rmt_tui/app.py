@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, ProgressBar, Tree
+from textual.widgets import Header, ProgressBar, Tree
 from textual.worker import get_current_worker
 
 from core.checkpoint import Layer
@@ -19,25 +19,12 @@ from core.scan import AnalysisOptions, Cancelled, LayerResult
 from core.text import printable
 
 from .engine import InlineEngine, ProcessEngine
-from .messages import EvalDone, JobEnded, JobProgress, LayerAnalysed, SweepDone
-from .plots import VIEW_TITLES
+from .grid import GridScreen
+from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SweepDone
+from .plots import COMPARE_VIEWS, VIEW_TITLES
 from .screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen
 from .session import ALL_LAYERS, Job, LayerKey, Opened, Session
-from .widgets import LayerTree, ResultsPanel, SpectrumPlot
-
-
-class LeanFooter(Footer):
-    """Textual's Footer (8.2.8) rebuilds its keys whenever the bindings change, and each new key
-    watches the footer's ``compact``; Textual drops a closed key's watcher only when ``compact``
-    changes, so a long session kept every key it ever showed (the soak: +190 MB in ten minutes).
-    Flipping ``compact`` after each rebuild lets Textual drop them."""
-
-    async def recompose(self) -> None:
-        await super().recompose()
-        compact = self.compact
-        self.compact = not compact
-        self.compact = compact
-
+from .widgets import Compared, LayerTree, LeanFooter, ResultsPanel, SpectrumPlot
 
 NARROW = 110  # below this many columns the results panel moves under the plot
 
@@ -68,7 +55,19 @@ class RmtApp(App):
         Binding("s", "sweep", "Sweep", id="sweep",
                 tooltip="accuracy and Avew against the kept rank of the selected layer"),
         Binding("v", "cycle_view", "View", id="cycle_view",
-                tooltip="cycle the plot: histogram + MP fits, sorted values, sweep"),
+                tooltip="cycle the plot: histogram + MP fits, sorted values, sweep (and, with several "
+                        "checkpoints, the compare views)"),
+        Binding("c", "compare", "Compare", id="compare",
+                tooltip="overlay this layer of every open checkpoint (again: sorted values instead of density)"),
+        Binding("n", "normalise", "Normalise", show=False, id="normalise",
+                tooltip="overlays in units of each checkpoint's own fitted MP edge s₊ (on / off)"),
+        Binding("t", "trajectory", "Trajectory", show=False, id="trajectory",
+                tooltip="ŝ and σ̂² of this layer against the checkpoints, in the order they were opened"),
+        Binding("g", "grid", "Grid", id="grid", tooltip="layers × checkpoints grid of ŝ; enter opens a layer"),
+        Binding("b", "mark_base", "Base", show=False, id="mark_base",
+                tooltip="mark (or unmark) this layer's checkpoint as the base of deltas"),
+        Binding("d", "delta", "Delta", id="delta",
+                tooltip="ΔW = this layer − the base's: its spectrum, ŝ(ΔW), energy and stable ranks"),
         Binding("slash", "find", "Find", tooltip="find a layer by name", id="find"),
         Binding("o", "open", "Open", show=False, tooltip="open another checkpoint", id="open"),
         Binding("escape", "cancel", "Cancel", tooltip="cancel running work", id="cancel"),
@@ -97,6 +96,7 @@ class RmtApp(App):
         self.last_error: str | None = None
         self._progress_job: Job | None = None
         self._footer_shown: tuple | None = None
+        self._last_compared: Compared | None = None
 
     # ------------------------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -124,6 +124,9 @@ class RmtApp(App):
             except RmtError as exc:
                 errors.append(str(exc))
         self._apply_width(self.size.width)
+        # Checkpoints of one study differ in scale (weight norms grow with training, and with batch
+        # size): with three or more, overlays start in units of each one's own fitted edge.
+        self.query_one(SpectrumPlot).normalise = len(self.session.opened) >= 3
         if errors:
             self.last_error = errors[-1]
             for e in errors:
@@ -145,8 +148,12 @@ class RmtApp(App):
 
     def _add_checkpoint(self, o: Opened) -> None:
         self.query_one(LayerTree).add_checkpoint(o)
-        names = [x.path.name for x in self.session.opened]
-        self.sub_title = " · ".join(names)
+        self._refresh_titles()
+
+    def _refresh_titles(self) -> None:
+        base = self.session.base
+        self.sub_title = " · ".join(x.path.name + (" (base)" if x.index == base else "") for x in self.session.opened)
+        self.query_one(LayerTree).mark_base(base)
 
     def on_resize(self, event) -> None:
         self._apply_width(event.size.width)
@@ -185,7 +192,13 @@ class RmtApp(App):
         else:
             o = self.session.opened[key.ckpt]
             result = o.results.get(key.name)
-            plot.show(result, o.sweeps.get(key.name), "" if result is not None else "analysing…")
+            plot.delta_note = self._delta_note(key)
+            plot.show(result, o.sweeps.get(key.name), "" if result is not None else "analysing…",
+                      compare=self._compared(key), delta=self._delta(key), delta_wanted=self._delta_wanted(key))
+            if plot.view in COMPARE_VIEWS:
+                self._analyse_matched(key)
+            elif plot.view == "delta":
+                self._compute_delta(key)
         self._refresh_panel()
 
     def _refresh_panel(self) -> None:
@@ -193,7 +206,10 @@ class RmtApp(App):
         o = self.session.opened[key.ckpt] if key else None
         layer = self.session.layer(key) if key else None
         result = self.session.result(key) if key else None
-        self.query_one(ResultsPanel).show(o, layer, result, list(self.session.jobs.values()), self.last_error)
+        plot = self.query_one(SpectrumPlot)
+        self.query_one(ResultsPanel).show(o, layer, result, list(self.session.jobs.values()), self.last_error,
+                                          view=plot.view, compare=plot.compare, delta=plot.delta,
+                                          no_color=self.no_color)
         bar = self.query_one(ProgressBar)
         job = self._progress_job if self._progress_job in self.session.jobs.values() else None
         bar.set_class(job is None, "idle")
@@ -238,6 +254,128 @@ class RmtApp(App):
                 self.post_message(LayerAnalysed(key, r))
 
         self._start("layer", f"analyse {layer.name}", body, "layer")
+
+    # ------------------------------------------------------------------------------- several checkpoints
+    def _compared(self, key: LayerKey) -> Compared | None:
+        """The selected layer in every open checkpoint; the previous object when nothing changed
+        (so the plot keeps its drawings)."""
+        if len(self.session.opened) < 2:
+            return None
+        keys = self.session.matched(key)
+        results = [self.session.result(k) if k is not None else None for k in keys]
+        c = Compared(self.session.labels, tuple(r.analysis if r is not None and r.reason is None else None
+                                                for r in results), sum(k is None for k in keys))
+        if c != self._last_compared:
+            self._last_compared = c
+        return self._last_compared
+
+    def _analyse_matched(self, key: LayerKey) -> None:
+        """Analyse the selected layer's matches in the other checkpoints (those not analysed yet)."""
+        todo = [k for k in self.session.matched(key) if k is not None and self.session.result(k) is None
+                and self.session.layer(k).analysable]
+        if not todo or "compare" in self.session.jobs:
+            return
+
+        def body(job: Job) -> None:
+            for i, k in enumerate(todo):
+                job.progress(i, len(todo), k.name)
+                r = self._analyse(self.session.opened[k.ckpt], self.session.layer(k), job)
+                if not self._live(job):
+                    return
+                self.post_message(LayerAnalysed(k, r))
+
+        self._start("compare", f"compare {key.name}", body, "compare")
+
+    def _delta_wanted(self, key: LayerKey) -> bool:
+        return self.session.base is not None and key.ckpt != self.session.base
+
+    def _base_key(self, key: LayerKey) -> LayerKey | None:
+        return self.session.matched(key)[self.session.base] if self._delta_wanted(key) else None
+
+    def _delta(self, key: LayerKey):
+        return self.session.deltas.get((self.session.base, key)) if self._delta_wanted(key) else None
+
+    def _delta_note(self, key: LayerKey) -> str:
+        if self._delta_wanted(key) and self._base_key(key) is None:
+            return f"no delta: {self.session.opened[self.session.base].path.name} (base) has no such layer"
+        return ""
+
+    def _compute_delta(self, key: LayerKey) -> None:
+        base_key = self._base_key(key)
+        if base_key is None or self._delta(key) is not None:
+            return
+        base = self.session.base
+        b, t = self.session.opened[base], self.session.opened[key.ckpt]
+
+        def body(job: Job) -> None:
+            d = self.engine.delta(b.path, t.path, self.session.conv_view, base_key.name, key.name, self.options,
+                                  job.token)
+            if self._live(job):
+                self.post_message(DeltaDone(base, key, d))
+
+        self._start("delta", f"delta {key.name}", body, "delta")
+
+    def _needs_checkpoints(self, n: int = 2) -> bool:
+        if len(self.session.opened) >= n:
+            return True
+        self._say("open another checkpoint first (o, or give several paths)", severity="warning")
+        return False
+
+    def _set_view(self, view: str) -> None:
+        self.query_one(SpectrumPlot).set_view(view)
+        self._say(f"view: {VIEW_TITLES[view]}", timeout=2)
+        self._refresh_selection()
+
+    def action_compare(self) -> None:
+        if self._needs_checkpoints():
+            view = self.query_one(SpectrumPlot).view
+            self._set_view("compare-values" if view == "compare-density" else "compare-density")
+
+    def action_trajectory(self) -> None:
+        if self._needs_checkpoints():
+            self._set_view("trajectory")
+
+    def action_normalise(self) -> None:
+        plot = self.query_one(SpectrumPlot)
+        plot.normalise = not plot.normalise
+        plot.refresh()
+        self._say("overlays: " + ("s / s₊ (each checkpoint's own fitted edge)" if plot.normalise else "raw s"),
+                  timeout=2)
+
+    def action_mark_base(self) -> None:
+        if self.selected is None or not self._needs_checkpoints():
+            return
+        ckpt = self.selected.ckpt
+        self.session.base = None if self.session.base == ckpt else ckpt
+        self._refresh_titles()
+        if self.session.base is None:
+            self._say("no base: deltas are off")
+        else:
+            self._say(f"base: {self.session.opened[ckpt].path.name} — select the layer in another checkpoint and "
+                      "press d for ΔW (one lineage only: independent runs have permuted units)")
+        self._refresh_selection()
+        self._refresh_footer()
+
+    def action_delta(self) -> None:
+        key = self.selected
+        if key is None:
+            return
+        if self.session.base is None:
+            self._say("mark a base checkpoint first: select one of its layers and press b", severity="warning")
+        elif key.ckpt == self.session.base:
+            self._say("this is the base: select the layer in another checkpoint", severity="warning")
+        else:
+            self._set_view("delta")
+
+    def action_grid(self) -> None:
+        if not self._needs_checkpoints():
+            return
+
+        def done(key: LayerKey | None) -> None:
+            if key is not None:
+                self.query_one(LayerTree).reveal(key)
+
+        self.push_screen(GridScreen(self.session, self.options.methods, self.action_analyse_all), done)
 
     def action_analyse_all(self) -> None:
         todo = [(o, l) for o in self.session.opened for l in o.ckpt.layers if l.name not in o.results]
@@ -305,7 +443,7 @@ class RmtApp(App):
 
     def action_cancel(self) -> None:
         cancelled = self.session.cancel_all()
-        for group in ("layer", "analyse-all", "evaluate", "sweep"):
+        for group in ("layer", "analyse-all", "evaluate", "sweep", "compare", "delta"):
             self.workers.cancel_group(self, group)
         if cancelled:
             self._say("cancelled: " + ", ".join(cancelled))
@@ -317,7 +455,15 @@ class RmtApp(App):
         o = self.session.opened[msg.key.ckpt]
         o.results[msg.key.name] = msg.result
         self.query_one(LayerTree).update_leaf(msg.key, msg.result.layer, msg.result)
-        if msg.key == self.selected:  # a result for another layer updates the tree only
+        if isinstance(self.screen, GridScreen):
+            self.screen.refresh_key(msg.key)
+        # A result for another layer updates the tree only, unless the compare views show it.
+        if self.selected is not None and (msg.key == self.selected or msg.key in self.session.matched(self.selected)):
+            self._refresh_selection()
+
+    def on_delta_done(self, msg: DeltaDone) -> None:
+        self.session.deltas[msg.base, msg.key] = msg.result
+        if msg.key == self.selected:
             self._refresh_selection()
 
     def on_job_progress(self, msg: JobProgress) -> None:
@@ -358,6 +504,7 @@ class RmtApp(App):
     def action_cycle_view(self) -> None:
         view = self.query_one(SpectrumPlot).cycle()
         self._say(f"view: {VIEW_TITLES[view]}", timeout=2)
+        self._refresh_selection()
 
     def action_find(self) -> None:
         names = [k for k in self.query_one(LayerTree).leaves]
@@ -382,6 +529,7 @@ class RmtApp(App):
             return
         if len(self.session.opened) > before:
             self._add_checkpoint(o)
+            self._refresh_footer()
         screen.dismiss(path)
         self._reveal_first(o.index)
 
@@ -408,7 +556,9 @@ class RmtApp(App):
 
     def _footer_state(self) -> tuple:
         layer_actions = self.selected is not None and self.session.layer(self.selected).analysable
-        return bool(self.session.jobs), layer_actions
+        several = len(self.session.opened) >= 2
+        delta = self.selected is not None and self._delta_wanted(self.selected)
+        return bool(self.session.jobs), layer_actions, several, delta
 
     def _refresh_footer(self) -> None:
         """Refresh the footer's keys only when what ``check_action`` answers has changed: each
@@ -421,9 +571,15 @@ class RmtApp(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """Footer shows the keys that matter now: cancel only while work runs; layer actions only
         on an analysable layer."""
-        running, layer_actions = self._footer_state()
+        running, layer_actions, several, delta = self._footer_state()
+        if isinstance(self.screen, GridScreen):  # the grid has its own keys; the app's act on the tree
+            return action in ("quit", "help", "cancel") and (action != "cancel" or running)
         if action == "cancel":
             return running
+        if action in ("compare", "grid", "trajectory", "mark_base"):
+            return several
+        if action == "delta":
+            return delta
         if action == "sweep" or (action == "evaluate" and parameters == ("layer",)):
             return layer_actions
         return True

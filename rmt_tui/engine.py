@@ -33,6 +33,7 @@ class _Work:
     def __init__(self):
         self.opened: dict[tuple[str, str], Any] = {}
         self.evaluators: dict[tuple[str, str | None], tuple[str, Any]] = {}
+        self.pairs: dict[tuple[str, str, str], Any] = {}  # (base, tuned, view) → their MatchTable
 
     def checkpoint(self, path: str, conv_view: str):
         from core.checkpoint import open_checkpoint
@@ -54,6 +55,8 @@ class _Work:
             path, conv_view, name, options = args
             ckpt = self.checkpoint(path, conv_view)
             return analyse_layer(ckpt, ckpt.layer(name), options)
+        if kind == "delta":
+            return self._delta(*args)
         if kind == "evaluate":
             from core.evaluation import evaluate_truncations
 
@@ -72,15 +75,31 @@ class _Work:
             return replace(rep, evaluator=name)
         raise RmtError(f"unknown engine request {kind!r}")
 
+    def _delta(self, base_path: str, tuned_path: str, conv_view: str, base_name: str, tuned_name: str,
+               options: AnalysisOptions):
+        from core.compare import analyse_delta
+        from core.matching import match_layers
+
+        base, tuned = self.checkpoint(base_path, conv_view), self.checkpoint(tuned_path, conv_view)
+        key = (base_path, tuned_path, conv_view)
+        if key not in self.pairs:
+            self.pairs[key] = match_layers([base, tuned])
+        row = next((r for r in self.pairs[key].rows
+                    if [e.name for e in r.entries] == [base_name, tuned_name]), None)
+        if row is None:
+            raise RmtError(f"{tuned_name!r} of {tuned_path} is not paired with {base_name!r} of {base_path}")
+        return analyse_delta(base, tuned, row, options)
+
     def close(self) -> None:
         for ckpt in self.opened.values():
             ckpt.close()
         self.opened.clear()
         self.evaluators.clear()
+        self.pairs.clear()
 
 
 class _Requests:
-    """The three kinds of request, over ``call``; both engines provide ``call``."""
+    """The kinds of request, over ``call``; both engines provide ``call``."""
 
     def call(self, kind: str, args: tuple, cancel: CancelToken | None = None,
              progress: Progress | None = None) -> Any:
@@ -89,6 +108,11 @@ class _Requests:
     def analyse(self, path: Path, conv_view: str, name: str, options: AnalysisOptions,
                 cancel: CancelToken | None = None) -> LayerResult:
         return self.call("analyse", (str(path), conv_view, name, options), cancel)
+
+    def delta(self, base: Path, tuned: Path, conv_view: str, base_name: str, tuned_name: str,
+              options: AnalysisOptions, cancel: CancelToken | None = None):
+        """The DeltaResult of one matched pair (the tuned layer minus the base layer)."""
+        return self.call("delta", (str(base), str(tuned), conv_view, base_name, tuned_name, options), cancel)
 
     def evaluate(self, path: Path, conv_view: str, results: Sequence[LayerResult], spec: str | None,
                  methods: Sequence[str], mode: str = "hard", cancel: CancelToken | None = None,

@@ -11,6 +11,7 @@ from core.scan import LayerResult
 from .session import Job, LayerKey
 
 if TYPE_CHECKING:
+    from core.compare import DeltaResult
     from core.evaluation import EvalReport, SweepReport
 
 
@@ -42,3 +43,10 @@ class EvalDone(Message):
 class SweepDone(Message):
     key: LayerKey
     report: SweepReport
+
+
+@dataclass
+class DeltaDone(Message):
+    base: int
+    key: LayerKey  # the tuned checkpoint's layer
+    result: DeltaResult

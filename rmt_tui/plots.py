@@ -9,7 +9,7 @@ import plotext as plt
 
 from core.analysis import MatrixAnalysis
 from core.methods import short_label
-from core.plotdata import histogram_data, linear_ticks, values_data
+from core.plotdata import OverlayData, histogram_data, linear_ticks, values_data
 
 if TYPE_CHECKING:
     from core.evaluation import SweepReport
@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 STYLE = {"bema": ("red", "•"), "broadening": ("cyan", "+")}
 DEFAULT_STYLE = ("magenta", "x")
 VIEWS = ("histogram", "values", "sweep")
+# Views of several checkpoints, in the cycle when two or more are open (delta: when a base is marked).
+COMPARE_VIEWS = ("compare-density", "compare-values", "trajectory")
 VIEW_TITLES = {"histogram": "histogram of s + MP fits", "values": "sorted singular values (log)",
-               "sweep": "accuracy and Avew vs kept rank"}
+               "sweep": "accuracy and Avew vs kept rank", "compare-density": "overlay: density of s",
+               "compare-values": "overlay: sorted s (log)",
+               "trajectory": "ŝ and σ̂² across checkpoints", "delta": "ΔW = tuned − base: histogram + MP fits"}
+# One colour (or, without colour, one marker) per checkpoint in the overlays.
+SERIES_COLORS = ("red", "cyan", "green", "yellow", "magenta", "blue", "orange", "white")
+SERIES_MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
 
 
 def style(method: str):
@@ -49,7 +56,8 @@ def _vline(x: float, y0: float, y1: float, method: str, color: bool, what: str, 
     plt.plot([x, x], [y0, y1], color=_c(color, c), marker=m, label=_label(f"{label} {what}", height))
 
 
-def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = True) -> str:
+def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = True, title: str = "histogram"
+                   ) -> str:
     h = histogram_data(a, bins=max(10, min(80, width - 12)))
     _start(width, height, color)
     plt.bar(h.centers.tolist(), h.density.tolist(), width=0.9, color=_c(color, "gray"), marker="sd",
@@ -65,7 +73,7 @@ def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = Tru
     plt.xlim(0, h.x_max)
     plt.xticks(*linear_ticks(0.0, h.x_max, max(2, width // 14)))
     plt.ylim(0, top * 1.1 if top > 0 else 1)
-    plt.title(VIEW_TITLES["histogram"])
+    plt.title(VIEW_TITLES.get(title, title))
     beyond = f" ({h.off_plot} more beyond, up to {a.sv[0]:.3g})" if h.off_plot else ""
     plt.xlabel(f"singular value s{beyond}")
     return plt.build()
@@ -112,3 +120,75 @@ def draw_sweep(rep: SweepReport, width: int, height: int, color: bool = True) ->
     return plt.build()
 
 
+
+
+def series_style(i: int, color: bool) -> tuple[str | None, str]:
+    return (SERIES_COLORS[i % len(SERIES_COLORS)], "braille") if color else (None, SERIES_MARKERS[i % 8])
+
+
+def _mark_marker(method: str, i: int, color: bool) -> str:
+    """Threshold marks: the method's marker in colour (the colour names the checkpoint), the
+    checkpoint's marker without colour."""
+    return style(method)[1] if color else SERIES_MARKERS[i % len(SERIES_MARKERS)]
+
+
+def draw_overlay_density(o: OverlayData, width: int, height: int, color: bool = True) -> str:
+    _start(width, height, color)
+    top = max((float(s.y.max()) for s in o.series if s.y.size), default=1.0) or 1.0
+    for i, s in enumerate(o.series):
+        c, m = series_style(i, color)
+        plt.plot(s.x.tolist(), s.y.tolist(), color=c, marker=m, label=_label(s.label, height))
+        for method, tau in s.marks.items():
+            if tau <= o.x_max:
+                plt.plot([tau, tau], [0, top * 1.05], color=c, marker=_mark_marker(method, i, color))
+    plt.xlim(0, o.x_max)
+    plt.xticks(*linear_ticks(0.0, o.x_max, max(2, width // 14)))
+    plt.ylim(0, top * 1.1)
+    plt.title(VIEW_TITLES["compare-density"] + (" ÷ own edge s₊" if o.unit != "s" else ""))
+    marks = " · ".join(f"{style(m)[1]} τ {style(m)[2]}" for m in STYLE)
+    plt.xlabel(f"{o.unit}   ({marks}{f'; {o.off_plot} beyond' if o.off_plot else ''})")
+    return plt.build()
+
+
+def draw_overlay_values(o: OverlayData, width: int, height: int, color: bool = True) -> str:
+    _start(width, height, color)
+    lo, hi = (o.ticks[0], o.ticks[-1]) if o.ticks else (0, 1)
+    for i, s in enumerate(o.series):
+        c, m = series_style(i, color)
+        plt.plot(s.x.tolist(), s.y.tolist(), color=c, marker=m, label=_label(s.label, height))
+        for method, k in s.marks.items():
+            if k >= 1:
+                plt.plot([k, k], [lo, hi], color=c, marker=_mark_marker(method, i, color))
+    if o.ticks:
+        plt.yticks(list(o.ticks), list(o.tick_labels))
+    plt.xlim(1, max(o.x_max, 2))
+    plt.xticks(*linear_ticks(1, o.x_max, max(2, width // 14)))
+    plt.title(VIEW_TITLES["compare-values"] + (" ÷ own edge s₊" if o.unit != "s" else ""))
+    marks = " · ".join(f"{style(m)[1]} ŝ {style(m)[2]}" for m in STYLE)
+    plt.xlabel(f"index i (descending)   ({marks})")
+    return plt.build()
+
+
+def draw_trajectory(labels: list[str], items: list[MatrixAnalysis | None], width: int, height: int,
+                    color: bool = True) -> str:
+    """ŝ per method (left axis) and BEMA's σ̂² (right axis) against the checkpoints, in order."""
+    _start(width, height, color)
+    xs = list(range(1, len(labels) + 1))
+    methods = [m for m in STYLE if any(a is not None and m in a.methods for a in items)]
+    for method in methods:
+        c, m, label = style(method)
+        pts = [(x, a.methods[method].rank) for x, a in zip(xs, items)
+               if a is not None and method in a.methods and a.methods[method].ok]
+        if pts:
+            plt.plot(*zip(*pts), color=_c(color, c), marker=m, label=_label(f"ŝ {label} (left)", height))
+    first = methods[0] if methods else None
+    pts = [(x, a.methods[first].sigma2) for x, a in zip(xs, items)
+           if first and a is not None and first in a.methods and a.methods[first].ok]
+    if pts:
+        plt.plot(*zip(*pts), color=_c(color, "white"), marker="o", yside="right",
+                 label=_label(f"σ̂² {style(first)[2]} (right)", height))
+    plt.xticks(xs, labels)
+    plt.xlim(0.7, len(labels) + 0.3)
+    plt.title(VIEW_TITLES["trajectory"])
+    plt.xlabel("checkpoint")
+    return plt.build()

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.checkpoint import Checkpoint, Layer, open_checkpoint
+from core.matching import TIED, MatchRow, MatchTable, labels_for, match_layers
 from core.scan import CancelToken, LayerResult
 
 if TYPE_CHECKING:  # evaluation (torch) runs in the engine's worker process, never in the UI
+    from core.compare import DeltaResult
     from core.evaluation import EvalReport, SweepReport
 
 ALL_LAYERS = "*"  # the key of an evaluation over every analysed layer
@@ -68,6 +70,10 @@ class Session:
         self.evaluator_spec = evaluator_spec
         self.opened: list[Opened] = []
         self.jobs: dict[str, Job] = {}
+        self.match: MatchTable | None = None  # the layers paired across checkpoints (two or more open)
+        self._rows: dict[LayerKey, MatchRow] = {}
+        self.base: int | None = None  # the checkpoint marked as base: deltas are taken against it
+        self.deltas: dict[tuple[int, LayerKey], DeltaResult] = {}  # (base, tuned layer) → ΔW analysis
 
     def open(self, path: str | Path) -> Opened:
         """Open a checkpoint (raises the typed RmtError with a readable message)."""
@@ -77,7 +83,35 @@ class Session:
                 return o
         o = Opened(len(self.opened), path, open_checkpoint(path, self.conv_view))
         self.opened.append(o)
+        self._rematch()
         return o
+
+    # -- several checkpoints ------------------------------------------------------------------
+    def _rematch(self) -> None:
+        """Pair the layers of every open checkpoint (names only: nothing is read)."""
+        if len(self.opened) < 2:
+            return
+        self.match = match_layers([o.ckpt for o in self.opened], labels_for([o.ckpt for o in self.opened]))
+        self._rows = {}
+        for tied in (False, True):  # a layer's own row before the rows where it stands in for a tied one
+            for row in self.match.rows:
+                for i, e in enumerate(row.entries):
+                    if e.layer is not None and (e.state == TIED) == tied:
+                        self._rows.setdefault(LayerKey(i, e.layer.name), row)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.match.labels if self.match is not None else tuple(o.path.name for o in self.opened)
+
+    def row(self, key: LayerKey) -> MatchRow | None:
+        return self._rows.get(key)
+
+    def matched(self, key: LayerKey) -> list[LayerKey | None]:
+        """The key of the same layer in each checkpoint (None where it has none)."""
+        row = self.row(key)
+        if row is None:
+            return [key if i == key.ckpt else None for i in range(len(self.opened))]
+        return [LayerKey(i, e.layer.name) if e.layer is not None else None for i, e in enumerate(row.entries)]
 
     def layer(self, key: LayerKey) -> Layer:
         return self.opened[key.ckpt].ckpt.layer(key.name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -132,24 +133,28 @@ def compare_table(doc: dict, methods) -> Table:
     return t
 
 
-def delta_table(doc: dict, methods) -> Table:
+# Short tags for the delta table's note column; the full warnings follow the table.
+WARNING_TAGS = (("dtype differs", "dtype"), ("rounding level", "rounding?"), ("one lineage", "lineage?"))
+
+
+def delta_table(doc: dict, methods) -> Group:
     t = Table(title=shown(f"ΔW = {doc['tuned']} − {doc['base']}"), title_justify="left", pad_edge=False)
-    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=26)
-    for m in methods:
-        t.add_column(f"ŝ {short_label(m)}", justify="right")
-    t.add_column("r90", justify="right")
-    t.add_column("stable", justify="right")
-    t.add_column("ΔW/W", justify="right")
-    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=22)
+    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=30)
+    t.add_column(f"ŝ {'/'.join(short_label(m) for m in methods)}", justify="right", no_wrap=True)
+    t.add_column("r90", justify="right", no_wrap=True)
+    t.add_column("stable", justify="right", no_wrap=True, min_width=6)
+    t.add_column("ΔW/W", justify="right", no_wrap=True)
+    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=18)
+    notes = []
     for rec in doc["layers"]:
-        if rec["status"] not in ("ok", "unchanged") and rec["base_name"] is None and rec["tuned_name"] is None:
-            continue
         if rec["status"] == "ok":
-            ranks = [fmt(rec["methods"][m]["rank"], "d") for m in methods]
-            note = shown(rec["warnings"][-1], "yellow") if rec["warnings"] else Text("")
+            ranks = "/".join(fmt(rec["methods"][m]["rank"], "d") for m in methods)
+            tags = [tag for w in rec["warnings"] for key, tag in WARNING_TAGS if key in w]
+            note = Text(" ".join(tags), style="yellow")
+            notes += [shown(f"{rec['key']}: {w}", "yellow") for w in rec["warnings"]]
         else:
-            ranks = ["–"] * len(methods)
-            note = shown(rec["reason"] or rec["status"], "dim")
-        t.add_row(shown(rec["key"]), *ranks, fmt(rec["energy_rank"]["90"], "d"), fmt(rec["stable_rank"], ".1f"),
+            ranks = "–"
+            note = shown("unchanged" if rec["status"] == "unchanged" else rec["reason"] or rec["status"], "dim")
+        t.add_row(shown(rec["key"]), ranks, fmt(rec["energy_rank"]["90"], "d"), fmt(rec["stable_rank"], ".1f"),
                   fmt(rec["rel_fro"], ".2g"), note)
-    return t
+    return Group(t, *notes)

@@ -8,20 +8,47 @@ from rich.table import Table
 from rich.text import Text
 from textual.binding import Binding
 from textual.widget import Widget
-from textual.widgets import Static, Tree
+from textual.widgets import Footer, Static, Tree
 from textual.widgets.tree import TreeNode
 
+from core.analysis import MatrixAnalysis
 from core.checkpoint import Layer
+from core.plotdata import edge_of, overlay_density, overlay_values
 from core.scan import LayerResult
 
-from .plots import VIEWS, draw_histogram, draw_sweep, draw_values, style
+from .plots import (
+    COMPARE_VIEWS,
+    VIEWS,
+    draw_histogram,
+    draw_overlay_density,
+    draw_overlay_values,
+    draw_sweep,
+    draw_trajectory,
+    draw_values,
+    series_style,
+    style,
+)
 from .session import ALL_LAYERS, LayerKey, Opened
-from .tables import fmt, shown
+from .tables import fmt, short_labels, shown
 
 if TYPE_CHECKING:
+    from core.compare import DeltaResult
     from core.evaluation import EvalReport, SweepReport
 
 METHOD_ORDER = ("bema", "broadening")
+
+
+class LeanFooter(Footer):
+    """Textual's Footer (8.2.8) rebuilds its keys whenever the bindings change, and each new key
+    watches the footer's ``compact``; Textual drops a closed key's watcher only when ``compact``
+    changes, so a long session kept every key it ever showed (the soak: +190 MB in ten minutes).
+    Flipping ``compact`` after each rebuild lets Textual drop them."""
+
+    async def recompose(self) -> None:
+        await super().recompose()
+        compact = self.compact
+        self.compact = not compact
+        self.compact = compact
 
 
 def rank_marks(result: LayerResult | None) -> Text:
@@ -49,9 +76,11 @@ class LayerTree(Tree[LayerKey | None]):
         self.show_root = False
         self.guide_depth = 2
         self.leaves: dict[LayerKey, TreeNode] = {}
+        self.tops: list[tuple[str, TreeNode]] = []  # each checkpoint's name and node
 
     def add_checkpoint(self, o: Opened) -> TreeNode:
         top = self.root.add(shown(o.path.name, "bold"), data=None, expand=True)
+        self.tops.append((o.path.name, top))
         groups: dict[tuple[str, ...], TreeNode] = {(): top}
         for layer in o.ckpt.layers:
             parts = layer.name.split(".")
@@ -73,6 +102,13 @@ class LayerTree(Tree[LayerKey | None]):
         t.append_text(rank_marks(result) if layer.matrix is not None else Text(" –", style="dim"))
         return t
 
+    def mark_base(self, base: int | None) -> None:
+        for i, (name, node) in enumerate(self.tops):
+            label = shown(name, "bold")
+            if i == base:
+                label.append(" (base)", style="bold yellow")
+            node.set_label(label)
+
     def update_leaf(self, key: LayerKey, layer: Layer, result: LayerResult | None) -> None:
         node = self.leaves.get(key)
         if node is not None:
@@ -87,6 +123,24 @@ class LayerTree(Tree[LayerKey | None]):
             parent.expand()
             parent = parent.parent
         self.call_after_refresh(self.move_cursor, node)
+
+
+class Compared:
+    """One layer across the open checkpoints: labels and analyses (None: not analysed yet, or
+    no such layer). Built by the app only when something changed, so plots keep their drawings."""
+
+    def __init__(self, labels: tuple[str, ...], analyses: tuple[MatrixAnalysis | None, ...], missing: int):
+        self.labels, self.analyses, self.missing = labels, analyses, missing
+        self.short = tuple(short_labels(list(labels))[0])
+
+    def items(self) -> list[tuple[str, MatrixAnalysis]]:
+        return [(label, a) for label, a in zip(self.short, self.analyses) if a is not None and a.sv.size]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Compared) and (self.labels, self.missing) == (other.labels, other.missing) and \
+            all(a is b for a, b in zip(self.analyses, other.analyses))
+
+    __hash__ = None
 
 
 class SpectrumPlot(Widget):
@@ -105,14 +159,28 @@ class SpectrumPlot(Widget):
         self.view = VIEWS[0]
         self.result: LayerResult | None = None
         self.sweep: SweepReport | None = None
+        self.compare: Compared | None = None  # the layer in every open checkpoint (two or more open)
+        self.delta: DeltaResult | None = None
+        self.delta_wanted = False  # a base is marked and this layer is in another checkpoint
+        self.normalise = False  # overlays in units of each checkpoint's own fitted edge s₊
+        self.delta_note = ""  # why there is no delta to wait for (the base has no such layer)
         self.message = "select a layer"
-        self._drawn: dict[str, tuple[tuple, Text]] = {}  # view → ((data, w, h, no_color), drawing)
+        self._drawn: dict[str, tuple[tuple, Text]] = {}  # view → ((data, w, h, no_color, normalise), drawing)
         self._predraw = None
 
-    def show(self, result: LayerResult | None, sweep: SweepReport | None, message: str = "") -> None:
+    def show(self, result: LayerResult | None, sweep: SweepReport | None, message: str = "",
+             compare: Compared | None = None, delta: DeltaResult | None = None, delta_wanted: bool = False) -> None:
         self.result, self.sweep, self.message = result, sweep, message
+        self.compare, self.delta, self.delta_wanted = compare, delta, delta_wanted
+        if self.view not in self.views():
+            self.view = VIEWS[0]
         self.refresh()
         self._schedule_predraw(self.PREDRAW_DELAY)
+
+    def views(self) -> tuple[str, ...]:
+        """The views that apply now: compare views with two or more checkpoints open, the delta
+        view when a base is marked and the layer is in another checkpoint."""
+        return VIEWS + (COMPARE_VIEWS if self.compare is not None else ()) + (("delta",) if self.delta_wanted else ())
 
     def on_resize(self) -> None:
         self._schedule_predraw(self.PREDRAW_DELAY)
@@ -125,18 +193,30 @@ class SpectrumPlot(Widget):
     def _predraw_one(self) -> None:
         """Draw one view that is not on screen (one per timer tick, so a key pressed meanwhile
         waits for at most one drawing), then schedule the next."""
-        if any(self._draw(view) for view in VIEWS if view != self.view):
+        if any(self._draw(view) for view in self.views() if view != self.view):
             self._schedule_predraw(0.05)
 
     def cycle(self) -> str:
-        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        views = self.views()
+        self.view = views[(views.index(self.view) + 1) % len(views)] if self.view in views else views[0]
         self.refresh()
         return self.view
+
+    def set_view(self, view: str) -> None:
+        self.view = view
+        self.refresh()
 
     def _data(self, view: str):
         if view == "sweep":
             return self.sweep
-        a = self.result.analysis if self.result is not None else None
+        if view in COMPARE_VIEWS:
+            c = self.compare
+            return c if c is not None and sum(a is not None for a in c.analyses) >= (1 if view == "trajectory" else 2) \
+                else None
+        if view == "delta":
+            a = self.delta.analysis if self.delta is not None else None
+        else:
+            a = self.result.analysis if self.result is not None else None
         return a if a is not None and a.sv.size else None
 
     def _draw(self, view: str) -> bool:
@@ -144,12 +224,23 @@ class SpectrumPlot(Widget):
         data, w, h = self._data(view), self.size.width, self.size.height
         if data is None or w < 20 or h < 6:
             return False
-        key = (w, h, self.app.no_color)
+        color = not self.app.no_color
+        key = (w, h, self.app.no_color, self.normalise)
         kept = self._drawn.get(view)
         if kept is not None and kept[0][0] is data and kept[0][1:] == key:
             return False
-        draw = {"histogram": draw_histogram, "values": draw_values, "sweep": draw_sweep}[view]
-        self._drawn[view] = ((data, *key), Text.from_ansi(draw(data, w, h, color=not self.app.no_color)))
+        if view == "compare-density":
+            text = draw_overlay_density(overlay_density(data.items(), self.normalise, bins=max(10, min(60, w // 2))),
+                                        w, h, color)
+        elif view == "compare-values":
+            text = draw_overlay_values(overlay_values(data.items(), self.normalise, columns=w), w, h, color)
+        elif view == "trajectory":
+            text = draw_trajectory(list(data.short), list(data.analyses), w, h, color)
+        elif view == "delta":
+            text = draw_histogram(data, w, h, color, title="delta")
+        else:
+            text = {"histogram": draw_histogram, "values": draw_values, "sweep": draw_sweep}[view](data, w, h, color)
+        self._drawn[view] = ((data, *key), Text.from_ansi(text))
         return True
 
     def render(self) -> RenderableType:
@@ -159,6 +250,16 @@ class SpectrumPlot(Widget):
         if self._data(self.view) is None:
             if self.view == "sweep":
                 return Text("sweep view: no sweep for this layer yet — press s to run one", style="dim")
+            if self.view in COMPARE_VIEWS:
+                c = self.compare
+                if c is not None and c.missing == len(c.analyses) - 1:
+                    return Text("no other open checkpoint has this layer", style="dim")
+                return Text("analysing the layer in every checkpoint…", style="dim")
+            if self.view == "delta":
+                d = self.delta
+                why = (f"no delta: {d.reason}" if d.reason else f"no delta: {d.status}") if d is not None else \
+                    self.delta_note or "computing ΔW = tuned − base…"
+                return shown(why, "dim")
             reason = self.result.reason if self.result is not None else None
             return shown(self.message or (f"not analysed: {reason}" if reason else "select a layer"), "dim")
         self._draw(self.view)
@@ -169,9 +270,14 @@ class ResultsPanel(Static):
     """Shape, per-method numbers and fit quality, evaluation outcomes, and running jobs."""
 
     def show(self, o: Opened | None, layer: Layer | None, result: LayerResult | None, jobs: list,
-             error: str | None = None) -> None:
+             error: str | None = None, view: str = "histogram", compare: Compared | None = None,
+             delta: DeltaResult | None = None, no_color: bool = False) -> None:
         parts: list[RenderableType] = []
-        if layer is not None:
+        if layer is not None and view in COMPARE_VIEWS and compare is not None:
+            parts += [shown(layer.name, "bold"), *self._compare_part(compare, no_color)]
+        elif layer is not None and view == "delta":
+            parts += [shown(layer.name, "bold"), *self._delta_part(delta)]
+        elif layer is not None:
             parts += self._layer_part(layer, result)
         if o is not None and layer is not None and layer.name in o.evals:
             parts += self._eval_part("this layer", o.evals[layer.name], result)
@@ -200,6 +306,11 @@ class ResultsPanel(Static):
         view = f"matrix {sh.m}×{sh.n}" + (" (conv reshaped: out × in·kh·kw)" if layer.kind == "conv"
                                             and layer.position is None else "")
         head.append(f"\n{view}\np={sh.p}  N={sh.N}  c={sh.c:.3g}  s_max={fmt(a.sv_max, '.4g')}")
+        return [head, *ResultsPanel._methods_part(a)]
+
+    @staticmethod
+    def _methods_part(a: MatrixAnalysis) -> list[RenderableType]:
+        """Each method's σ̂², τ, ŝ, Avew and fit, one column per method."""
         t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         t.add_column("")
         methods = [m for m in METHOD_ORDER if m in a.methods] + [m for m in a.methods if m not in METHOD_ORDER]
@@ -219,7 +330,62 @@ class ResultsPanel(Static):
             t.add_row(label, *cells)
         notes = [Text(f"{style(m)[2]}: n/a — {a.methods[m].reason}", style="dim") for m in methods
                  if not a.methods[m].ok]
-        return [head, t, *notes]
+        return [t, *notes]
+
+    @staticmethod
+    def _compare_part(c: Compared, no_color: bool) -> list[RenderableType]:
+        """One row per checkpoint: s_max, s₁/s₊ and ŝ per method; then σ̂², τ, Avew, KS per method."""
+        names = []
+        for i, label in enumerate(c.short):
+            colour, marker = series_style(i, not no_color)
+            names.append(shown(label if colour else f"{marker} {label}", colour or ""))
+        methods = [m for m in METHOD_ORDER if any(a is not None and m in a.methods for a in c.analyses)]
+        top = Table(box=None, pad_edge=False, header_style="bold", title=Text("checkpoints", style="bold"),
+                    title_justify="left")
+        for head in ("", "s_max", "s₁/s₊", *(f"ŝ {style(m)[2]}" for m in methods)):
+            top.add_column(head, justify="left" if not head else "right", max_width=10 if not head else None,
+                           no_wrap=True, overflow="ellipsis")
+        for name, a in zip(names, c.analyses):
+            if a is None:
+                top.add_row(name, Text("–", style="dim"))
+                continue
+            edge = edge_of(a)
+            top.add_row(name, fmt(a.sv_max, ".3g"), fmt(a.sv_max / edge if edge and a.sv_max else None, ".3g"),
+                        *(fmt(a.methods[m].rank, "d") + ("⚠" if a.methods[m].poor_fit else "") for m in methods))
+        parts: list[RenderableType] = [Text(""), top]
+        for m in methods:
+            colour, marker, label = style(m)
+            t = Table(box=None, pad_edge=False, header_style="bold", title=Text(f"{marker} {label}", style=colour),
+                      title_justify="left")
+            for head in ("", "σ̂²", "τ", "Avew", "KS"):
+                t.add_column(head, justify="left" if not head else "right", max_width=10 if not head else None,
+                             no_wrap=True, overflow="ellipsis")
+            for name, a in zip(names, c.analyses):
+                r = a.methods.get(m) if a is not None else None
+                if r is None:
+                    continue
+                t.add_row(name, fmt(r.sigma2, ".3g"), fmt(r.threshold, ".3g"), fmt(r.avew, ".2f"), fmt(r.ks, ".2f"))
+            parts += [Text(""), t]
+        if c.missing:
+            parts.append(Text(f"{c.missing} checkpoint(s) without this layer (–)", style="dim"))
+        return parts
+
+    @staticmethod
+    def _delta_part(d: DeltaResult | None) -> list[RenderableType]:
+        if d is None:
+            return [Text("ΔW = tuned − base: computing…", style="dim")]
+        head = shown(f"ΔW = tuned − base ({d.base.name if d.base else '–'})")
+        if d.status != "ok":
+            head.append_text(shown(f"\n{d.status}: {d.reason}" if d.reason else f"\n{d.status}",
+                                   "green" if d.status == "unchanged" else "yellow"))
+            return [head, *(shown(w, "yellow") for w in d.warnings)]
+        a = d.analysis
+        head.append(f"\nmatrix {a.shape.m}×{a.shape.n}  ‖ΔW‖/‖W‖={fmt(d.rel_fro, '.3g')}"
+                    f"\nr90={fmt(d.energy_rank_90, 'd')}  r99={fmt(d.energy_rank_99, 'd')}  "
+                    f"stable rank={fmt(d.stable_rank, '.3g')}")
+        why = Text("energy ranks count the noise floor's energy; ŝ counts only values above the MP edge",
+                   style="dim")
+        return [head, *ResultsPanel._methods_part(a), why, *(shown(w, "yellow") for w in d.warnings)]
 
     @staticmethod
     def _eval_part(title: str, rep: EvalReport, result: LayerResult | None) -> list[RenderableType]:
