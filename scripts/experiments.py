@@ -72,8 +72,36 @@ def main() -> None:
         out.append(f"| {bs} | {layer['sv_max']:.3f} | {f(b['sigma2'])} | {f(g['sigma2'])} | {b['rank']} | "
                    f"{g['rank']} | "
                    f"{b['ks']:.3f} | {g['ks']:.3f} |")
-    out += ["", *summary(layers_seen, spectra, totals)]
+    out += ["", *compare_section(spectra), "", *summary(layers_seen, spectra, totals)]
     print("\n".join(out))
+
+
+def compare_section(spectra) -> list[str]:
+    """The same study through `rmt-tui compare`: every checkpoint's layers paired by name and
+    analysed side by side (the app's overlay, grid and trajectory views show these records)."""
+    doc = rmt("compare", *map(str, MODELS))
+    labels = [c["label"] for c in doc["checkpoints"]]
+    out = ["## The batch-size study with `rmt-tui compare` (the paper's Fig. 3 setting)", "",
+           f"`rmt-tui compare demo_models/mlp_bs{{16,64,128,256,1024}}.safetensors --format json`: "
+           f"{doc['match']['rows']} tensors, {doc['match']['matched']} matched by name in all five checkpoints. "
+           "Each cell is ŝ BEMA / ŝ GB, then s₁/s₊ (the top singular value in units of that checkpoint's "
+           "own fitted BEMA edge, the x axis of the app's normalised overlay).", "",
+           "| layer | " + " | ".join(f"bs {l.split('bs')[1].split('.')[0]}" for l in labels) + " |",
+           "|" + "---|" * (len(labels) + 1)]
+    for layer in doc["layers"]:
+        recs = [layer["per_checkpoint"][l] for l in labels]
+        if not any(r["status"] == "ok" and r["methods"]["bema"]["rank"] is not None for r in recs):
+            continue
+        cells = [f"{f(r['methods']['bema']['rank'], 'd')} / {f(r['methods']['broadening']['rank'], 'd')}, "
+                 f"{f(r['sv_max_over_edge']['bema'], '.2f')}" for r in recs]
+        out.append(f"| {layer['key']} | " + " | ".join(cells) + " |")
+    fc1 = next(l for l in doc["layers"] if l["key"] == "fc1.weight")
+    same = all(fc1["per_checkpoint"][l]["methods"] == layer["methods"] for l, (_, layer) in zip(labels, spectra))
+    out += ["", f"The compare records of fc1 are {'identical to' if same else 'NOT the same as'} the per-model "
+            "reports above (the same analysis, the same cache). In the app: "
+            "`rmt-tui demo_models/mlp_bs{16,64,128,256,1024}.safetensors`, then `c` (overlay), `t` (trajectory), "
+            "`g` (grid)."]
+    return out
 
 
 def summary(layers_seen, spectra, totals) -> list[str]:
