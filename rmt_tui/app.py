@@ -124,6 +124,7 @@ class RmtApp(App):
             except RmtError as exc:
                 errors.append(str(exc))
         self._apply_width(self.size.width)
+        self._say_match()
         # Checkpoints of one study differ in scale (weight norms grow with training, and with batch
         # size): with three or more, overlays start in units of each one's own fitted edge.
         self.query_one(SpectrumPlot).normalise = len(self.session.opened) >= 3
@@ -149,6 +150,11 @@ class RmtApp(App):
     def _add_checkpoint(self, o: Opened) -> None:
         self.query_one(LayerTree).add_checkpoint(o)
         self._refresh_titles()
+
+    def _say_match(self) -> None:
+        """How the layers were paired, before anything is compared (names only: nothing read)."""
+        if self.session.match is not None:
+            self._say("\n".join(self.session.match.summary_lines()[:5]), title="layers matched", timeout=6)
 
     def _refresh_titles(self) -> None:
         base = self.session.base
@@ -529,6 +535,7 @@ class RmtApp(App):
             return
         if len(self.session.opened) > before:
             self._add_checkpoint(o)
+            self._say_match()
             self._refresh_footer()
         screen.dismiss(path)
         self._reveal_first(o.index)
