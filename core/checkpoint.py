@@ -30,7 +30,7 @@ from .torchfile import NotPlain, TensorRef, TorchZip, raw_dtype, widen
 if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
     import torch
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".gguf")
 # Keys under which training checkpoints wrap the model's weights, in order of preference.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "weights", "params", "ema")
@@ -86,7 +86,7 @@ def _kind(name: str, shape: tuple[int, ...]) -> str:
 
 
 def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "reshape",
-             tied_to: str | None = None) -> list[Layer]:
+             tied_to: str | None = None, unreadable: str | None = None, dequantised: bool = False) -> list[Layer]:
     """The layer entries of one stored tensor, each with its matrix view or the reason it has none."""
     kind = _kind(name, shape)
 
@@ -97,10 +97,12 @@ def describe(name: str, shape: tuple[int, ...], dtype: str, conv_view: str = "re
 
     if tied_to is not None:
         return [entry(None, f"tied: the same tensor as {tied_to}")]
+    if unreadable is not None:
+        return [entry(None, unreadable)]
     if dtype in FLOAT8_DTYPES:
         return [entry(None, f"{dtype}: a quantised weight, meaningful only with its scales, which are "
                             "not applied here; analyse the higher-precision original")]
-    if dtype not in FLOAT_DTYPES:
+    if dtype not in FLOAT_DTYPES and not dequantised:
         return [entry(None, f"{dtype} tensor: not a floating-point weight")]
     if len(shape) < 2:
         return [entry(None, "1-D (bias, norm or scale): no spectrum" if shape else "scalar")]
@@ -145,6 +147,14 @@ class _Source:
     def read_arrays(self, names: list[str]) -> list:
         """``read_array`` of several tensors (a source may read them together)."""
         return [self.read_array(n) for n in names]
+
+    def reasons(self) -> dict[str, str]:
+        """Tensors the format lists but cannot be read, with why (an unknown GGUF type)."""
+        return {}
+
+    def dequantised(self) -> set[str]:
+        """Quantised tensors that read as float32 (dequantised): analysed like float ones."""
+        return set()
 
     def file_of(self, name: str) -> Path:
         """The file that holds tensor ``name``."""
@@ -248,19 +258,8 @@ class SafetensorsSource(_Source):
         return [(k, *v) for k, v in self._info.items()]
 
     def _read_bytes(self, name: str) -> np.ndarray:
-        """One tensor's bytes, read with a plain file read into fresh memory (not mmap: mapped pages
-        would stay resident and a full analysis would end up holding the whole file)."""
         shape, dtype = self._info[name]
-        buf = np.empty(math.prod(shape) * _ITEMSIZE[dtype], dtype=np.uint8)
-        try:
-            with _open_bytes(self.path) as f:
-                f.seek(self._offsets[name])
-                got = f.readinto(memoryview(buf))
-        except OSError as exc:
-            raise CheckpointError(self.path, f"cannot read tensor {name!r} ({exc})") from None
-        if got != buf.size:
-            raise CheckpointError(self.path, f"truncated: tensor {name!r} is cut short", "re-download the file")
-        return buf
+        return read_region(self.path, self._offsets[name], math.prod(shape) * _ITEMSIZE[dtype], name)
 
     def read_array(self, name: str) -> np.ndarray:
         shape, dtype = self._info[name]
@@ -272,6 +271,21 @@ class SafetensorsSource(_Source):
         shape, dtype = self._info[name]
         # safetensors is little-endian, as is every host torch supports
         return torch.from_numpy(self._read_bytes(name)).view(getattr(torch, dtype)).reshape(shape)
+
+
+def read_region(path: Path, offset: int, nbytes: int, name: str) -> np.ndarray:
+    """One tensor's bytes, read with a plain file read into fresh memory (not mmap: mapped pages
+    would stay resident and a full analysis would end up holding the whole file)."""
+    buf = np.empty(nbytes, dtype=np.uint8)
+    try:
+        with _open_bytes(path) as f:
+            f.seek(offset)
+            got = f.readinto(memoryview(buf))
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read tensor {name!r} ({exc})") from None
+    if got != buf.size:
+        raise CheckpointError(path, f"truncated: tensor {name!r} is cut short", "re-download the file")
+    return buf
 
 
 def bytes_as_array(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -538,6 +552,46 @@ class NpzSource(_Source):
         self._z.close()
 
 
+class GgufSource(_Source):
+    """llama.cpp's GGUF: every tensor listed with its GGUF type as its dtype (q4_k, q8_0, …, or
+    float16 for plain types); quantised tensors are read and dequantised to float32 one at a time.
+    Listed in natural name order (blk.2 before blk.10): converters write tensors sorted as text,
+    which is not depth order."""
+
+    def __init__(self, path: Path):
+        from .gguffile import GgufIndex
+
+        _require_regular(path)
+        self.path = path
+        self._index = GgufIndex(path)
+        self.metadata = self._index.shown_metadata()
+
+    def entries(self):
+        return [(t.name, t.shape, t.dtype) for t in self._index.tensors.values()]
+
+    def reasons(self) -> dict[str, str]:
+        return {t.name: t.reason for t in self._index.tensors.values() if t.reason}
+
+    def dequantised(self) -> set[str]:
+        return {t.name for t in self._index.tensors.values() if t.dtype not in _ITEMSIZE and not t.reason}
+
+    def read_array(self, name):
+        t = self._index.tensors[name]
+        if t.reason:
+            raise CheckpointError(self.path, f"tensor {name!r}: {t.reason}")
+        raw = read_region(self.path, t.offset, t.nbytes, name)
+        return bytes_as_array(raw, t.dtype, t.shape) if t.dtype in _ITEMSIZE else self._index.dequantise(t, raw)
+
+    def read(self, name):
+        import torch
+
+        t = self._index.tensors[name]
+        if t.dtype == "bfloat16":  # exact, as stored; every other type is numpy-readable
+            return torch.from_numpy(read_region(self.path, t.offset, t.nbytes, name)).view(torch.bfloat16).reshape(
+                t.shape)
+        return torch.from_numpy(np.ascontiguousarray(self.read_array(name)))
+
+
 class ShardedSource(_Source):
     """Several files behind one index (Hugging Face ``*.index.json``), or one file in a folder."""
 
@@ -651,6 +705,8 @@ def open_source(path: Path) -> _Source:
         return SafetensorsSource(path)
     if path.suffix == ".npz":
         return NpzSource(path)
+    if path.suffix == ".gguf" or head[:4] == b"GGUF":
+        return GgufSource(path)
     if head[:1]:  # an empty file gets TorchSource's message
         try:
             return TorchZipSource(path)
@@ -670,12 +726,14 @@ class Checkpoint:
         self._source = open_source(self.path)
         self.metadata = self._source.metadata
         tied = self._source.tied()
+        unreadable, dequantised = self._source.reasons(), self._source.dequantised()
         entries = self._source.entries()
         if not self._source.ordered:
             entries = sorted(entries, key=lambda e: natural_key(e[0]))
         self.tensors = {name: (shape, dtype) for name, shape, dtype in entries}
         self.layers: list[Layer] = [l for name, shape, dtype in entries
-                                    for l in describe(name, shape, dtype, conv_view, tied.get(name))]
+                                    for l in describe(name, shape, dtype, conv_view, tied.get(name),
+                                                      unreadable.get(name), name in dequantised)]
         self._by_name = {l.name: l for l in self.layers}
 
     @property

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -23,13 +24,15 @@ def fmt(x, spec=".3g") -> str:
 
 
 def report_table(doc: dict, methods) -> Table:
-    t = Table(title=shown(doc["checkpoint"]), title_justify="left", pad_edge=False, expand=False)
-    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=28)
+    # No vertical rules: the columns of a model with long tensor names still fit 80 columns.
+    t = Table(title=shown(doc["checkpoint"]), title_justify="left", pad_edge=False, expand=False,
+              box=box.SIMPLE_HEAD)
+    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24)
     t.add_column("matrix", no_wrap=True)
     for m in methods:
-        t.add_column(f"ŝ {short_label(m)}", justify="right")
-        t.add_column("Avew", justify="right")
-    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=24)
+        t.add_column(f"ŝ {short_label(m)}", justify="right", no_wrap=True, min_width=len(short_label(m)) + 2)
+        t.add_column("Avew", justify="right", no_wrap=True, min_width=5)
+    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=24, min_width=6)
     for layer in doc["layers"]:
         matrix = "×".join(map(str, layer["matrix"])) if layer["matrix"] else "–"
         results = [layer["methods"][m] for m in methods]

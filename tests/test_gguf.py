@@ -1,0 +1,205 @@
+"""GGUF files written here with gguf.GGUFWriter: listing, dimension order, dequantised analysis,
+compare/delta/truncate, and damaged or hostile files."""
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import planted
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFWriter
+from gguf.quants import quantize
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import load_file
+
+from core.analysis import analyse_matrix
+from core.checkpoint import open_checkpoint
+from core.errors import CheckpointError
+from core.scan import AnalysisOptions, analyse_checkpoint
+from rmt_tui.cli import EXIT_INPUT, EXIT_OK, main
+
+OPTS = AnalysisOptions(use_cache=False)
+
+
+def write_gguf(path: Path, tensors: dict, arch="llama", name="test model") -> Path:
+    """tensors: name → (float32 array, GGML type); quantised with gguf's own quantisers."""
+    w = GGUFWriter(str(path), arch)
+    w.add_name(name)
+    w.add_file_type(2)
+    w.add_quantization_version(2)
+    for key, (a, q) in tensors.items():
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if q == Q.F32:
+            w.add_tensor(key, a)
+        elif q == Q.F16:
+            w.add_tensor(key, a.astype(np.float16))
+        else:
+            w.add_tensor(key, quantize(a, q), raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# A planted rank-6 matrix (spikes well above the MP edge), 256 × 512, in float32 units of ~1/√N.
+W, _, _ = planted(256, 512, [6, 5, 4, 3.5, 3, 2.5], sigma=0.02, seed=0)
+W = W.astype(np.float32)
+
+
+def test_listing_types_shapes_and_metadata(tmp_path):
+    a = np.arange(96 * 64, dtype=np.float32).reshape(96, 64) / 1000
+    path = write_gguf(tmp_path / "m.gguf", {"blk.0.attn_q.weight": (a, Q.F32), "blk.0.ffn_up.weight": (W, Q.Q8_0),
+                                            "blk.0.attn_norm.weight": (np.ones(64), Q.F32),
+                                            "blk.0.ffn_down.weight": (W, Q.Q5_1)})
+    ck = open_checkpoint(path)
+    by = {l.name: l for l in ck.layers}
+    # GGUF stores ne = (64, 96), innermost first; listed as (out, in) = (96, 64), as numpy and torch hold it.
+    assert by["blk.0.attn_q.weight"].shape == (96, 64) and by["blk.0.attn_q.weight"].dtype == "float32"
+    assert np.array_equal(ck.matrix("blk.0.attn_q.weight"), a)  # element (i, j) is row i, column j
+    assert by["blk.0.ffn_up.weight"].dtype == "q8_0" and by["blk.0.ffn_up.weight"].matrix == (256, 512)
+    assert by["blk.0.ffn_down.weight"].dtype == "q5_1" and by["blk.0.ffn_down.weight"].analysable
+    assert "1-D" in by["blk.0.attn_norm.weight"].reason
+    assert [l.name for l in ck.layers] == ["blk.0.attn_norm.weight", "blk.0.attn_q.weight", "blk.0.ffn_down.weight",
+                                           "blk.0.ffn_up.weight"]  # natural name order
+    assert ck.metadata == {"general.architecture": "llama", "general.name": "test model",
+                           "general.file_type": "q4_0", "general.quantization_version": "2"}
+    assert ck.matrix("blk.0.ffn_up.weight").dtype == np.float32
+
+
+@pytest.mark.parametrize("qtype, rel_error", [(Q.F16, 1e-3), (Q.Q8_0, 1e-2), (Q.Q4_0, 0.2)])
+def test_planted_ranks_survive_quantisation(tmp_path, qtype, rel_error):
+    """ŝ of the dequantised matrix equals the float32 one; the quantisation error stays within its size."""
+    path = write_gguf(tmp_path / "m.gguf", {"w": (W, qtype)})
+    ck = open_checkpoint(path)
+    got = ck.matrix("w")
+    err = np.linalg.norm(got - W) / np.linalg.norm(W)
+    assert err < rel_error, err  # measured: F16 2e-4, Q8_0 5.3e-3, Q4_0 0.086
+    want = {m: r.rank for m, r in analyse_matrix(W).methods.items()}
+    [r] = list(analyse_checkpoint(ck, OPTS))
+    assert {m: x.rank for m, x in r.analysis.methods.items()} == want == {"bema": 6, "broadening": 6}
+
+
+def test_report_delta_and_truncate_on_gguf(tmp_path, capsys):
+    f16 = write_gguf(tmp_path / "model-f16.gguf", {"blk.0.w.weight": (W, Q.F16), "norm.weight": (np.ones(512), Q.F32)})
+    q4 = write_gguf(tmp_path / "model-q4_0.gguf", {"blk.0.w.weight": (W, Q.Q4_0), "norm.weight": (np.ones(512), Q.F32)})
+    code, out, _ = run(capsys, "report", q4, "--format", "json", "--no-cache")
+    assert code == EXIT_OK
+    layer = json.loads(out)["layers"][0]
+    assert layer["dtype"] == "q4_0" and layer["methods"]["bema"]["rank"] == 6
+
+    # The quantisation error itself: ΔW = Q4_0 − F16, analysed as a weight matrix.
+    code, out, err = run(capsys, "delta", f16, q4, "--format", "json", "--no-cache")
+    assert code == EXIT_OK, err
+    d = json.loads(out)["layers"][0]
+    assert d["status"] == "ok" and d["dtypes"] == ["float16", "q4_0"]
+    assert any("dtype differs (float16 vs q4_0)" in w for w in d["warnings"])
+    assert 0.05 < d["rel_fro"] < 0.2
+
+    out_path = tmp_path / "t.safetensors"
+    code, _, err = run(capsys, "truncate", q4, "--method", "rank:3", "-o", out_path, "--no-cache")
+    assert code == EXIT_OK, err
+    state = load_file(str(out_path))
+    assert set(state) == {"blk.0.w.weight", "norm.weight"} and state["blk.0.w.weight"].shape == (256, 512)
+    assert np.linalg.matrix_rank(state["blk.0.w.weight"].astype(np.float64), tol=1e-3) == 3
+
+
+def test_without_the_gguf_package_the_message_says_how_to_install(tmp_path, monkeypatch, capsys):
+    path = write_gguf(tmp_path / "m.gguf", {"w": (W, Q.F16)})
+    monkeypatch.setattr("core.gguffile.gguf_module", lambda: None)
+    code, out, err = run(capsys, "report", path)
+    assert code == EXIT_INPUT and "pip install 'rmt-tui[gguf]'" in err and out == ""
+
+
+# ------------------------------------------------------------------------------------ damaged files
+
+
+def _one_tensor(tmp_path) -> tuple[bytes, int]:
+    """A valid file's bytes and the position of its tensor's name in the index."""
+    path = write_gguf(tmp_path / "ok.gguf", {"blk.0.w.weight": (W[:64, :64], Q.Q8_0)})
+    data = path.read_bytes()
+    return data, data.index(b"blk.0.w.weight")
+
+
+def _refused(tmp_path, data: bytes, *words):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as e:
+        open_checkpoint(path)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    assert "bad.gguf" in str(e.value)
+
+
+def test_truncated_files(tmp_path):
+    data, name_at = _one_tensor(tmp_path)
+    _refused(tmp_path, data[:-100], "blk.0.w.weight", "past the end of the file", "truncated")
+    _refused(tmp_path, data[:name_at + 5], "corrupt GGUF header", "runs past the end")
+    _refused(tmp_path, data[:10], "corrupt GGUF header")
+    _refused(tmp_path, b"", "empty file")
+
+
+def test_corrupt_and_absurd_headers(tmp_path):
+    data, at = _one_tensor(tmp_path)
+    after_name = at + len("blk.0.w.weight")
+
+    def patched(pos, fmt, value):
+        return data[:pos] + struct.pack(fmt, value) + data[pos + struct.calcsize(fmt):]
+
+    _refused(tmp_path, b"GGUX" + data[4:], "not a GGUF file")
+    _refused(tmp_path, patched(4, "<I", 1), "version 1")
+    _refused(tmp_path, patched(4, ">I", 3), "big-endian")
+    _refused(tmp_path, patched(8, "<Q", 1 << 40), "cannot fit")  # tensor count
+    _refused(tmp_path, patched(after_name, "<I", 9), "9 dimensions")
+    _refused(tmp_path, patched(after_name + 4, "<Q", 1 << 50), "elements")  # one absurd dimension
+    _refused(tmp_path, patched(after_name + 4, "<Q", 1 << 40), "past the end of the file")
+    _refused(tmp_path, patched(after_name + 4, "<Q", 50), "not a whole number of Q8_0 blocks")
+    _refused(tmp_path, patched(at - 8, "<Q", 1 << 40), "claims")  # the name's length
+
+
+def test_unknown_type_is_listed_with_its_reason(tmp_path):
+    data, at = _one_tensor(tmp_path)
+    type_at = at + len("blk.0.w.weight") + 4 + 2 * 8
+    path = tmp_path / "future.gguf"
+    path.write_bytes(data[:type_at] + struct.pack("<I", 4000) + data[type_at + 4:])
+    ck = open_checkpoint(path)
+    [layer] = ck.layers
+    assert layer.dtype == "type4000" and not layer.analysable and "GGML type 4000, unknown" in layer.reason
+
+
+FUZZ = settings(max_examples=60, deadline=10_000,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_headers(tmp_path, data):
+    """Any byte of the header and index changed, inserted or deleted: a typed error, or a file
+    whose every tensor reads (or is listed with why not) — never another exception or a hang."""
+    template, at = _one_tensor(tmp_path)
+    raw = bytearray(template)
+    end = at + len("blk.0.w.weight") + 4 + 16 + 4 + 8
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, end))
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if op == "flip":
+            raw[i] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            raw[i:i] = data.draw(st.binary(min_size=1, max_size=8))
+        else:
+            del raw[i]
+    path = tmp_path / "fuzz.gguf"
+    path.write_bytes(bytes(raw))
+    try:
+        ck = open_checkpoint(path)
+        list(analyse_checkpoint(ck, OPTS))
+    except CheckpointError:
+        pass
