@@ -266,6 +266,19 @@ class SpectrumPlot(Widget):
         return self._drawn[self.view][1]
 
 
+def model_line(metadata: dict[str, str]) -> str:
+    """What a GGUF file says about its model (architecture, name, size, quantisation), one line."""
+    general = {k.removeprefix("general."): v for k, v in metadata.items() if k.startswith("general.")}
+    if not general:
+        return ""
+    parts = [general.get(k) for k in ("architecture", "name", "size_label")]
+    if "file_type" in general:
+        parts.append(f"file type {general['file_type']}")
+    if "quantization_version" in general:
+        parts.append(f"quantisation v{general['quantization_version']}")
+    return " · ".join(p for p in parts if p)
+
+
 class ResultsPanel(Static):
     """Shape, per-method numbers and fit quality, evaluation outcomes, and running jobs."""
 
@@ -273,6 +286,8 @@ class ResultsPanel(Static):
              error: str | None = None, view: str = "histogram", compare: Compared | None = None,
              delta: DeltaResult | None = None, no_color: bool = False) -> None:
         parts: list[RenderableType] = []
+        if o is not None and (about := model_line(o.ckpt.metadata)):
+            parts.append(shown(about, "dim"))
         if layer is not None and view in COMPARE_VIEWS and compare is not None:
             parts += [shown(layer.name, "bold"), *self._compare_part(compare, no_color)]
         elif layer is not None and view == "delta":
