@@ -8,16 +8,43 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """An evaluator's primary metric: the key in its results, how to label and format it, and
+    which way is better. The panel, tables, JSON, sweeps and budgets all read it from here."""
+
+    key: str = "accuracy"
+    label: str = "accuracy"
+    higher_is_better: bool = True
+    fmt: str = ".4f"
+
+    def damage(self, baseline: float, value: float) -> float:
+        """How much worse ``value`` is than ``baseline`` (negative: better)."""
+        return baseline - value if self.higher_is_better else value - baseline
+
+    def show(self, value: float | None) -> str:
+        return "–" if value is None else format(value, self.fmt)
+
+
+ACCURACY = MetricSpec()
+
+
+@dataclass(frozen=True)
+class EvaluatorChoice:
+    """Which evaluator, as the user asked: ``spec`` (FILE.py, module:function or a built-in name;
+    None: the one the checkpoint calls for), the label-free evaluators' text, and the device."""
+
+    spec: str | None = None
+    text: str | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
 class MethodOutcome:
     method: str
     metrics: dict[str, float]  # after truncating every planned layer
     ranks: dict[str, int]  # layer → kept rank
     params_saved: int
     avew: dict[str, float | None]  # layer → Avew at the kept rank
-
-    @property
-    def accuracy(self) -> float:
-        return self.metrics["accuracy"]
 
     @property
     def mean_avew(self) -> float | None:
@@ -31,6 +58,7 @@ class EvalReport:
     outcomes: dict[str, MethodOutcome] = field(default_factory=dict)
     mode: str = "hard"
     evaluator: str = ""  # its name, where known
+    primary: MetricSpec = ACCURACY
 
 
 @dataclass(frozen=True)
@@ -38,10 +66,6 @@ class SweepPoint:
     rank: int
     metrics: dict[str, float]
     avew: dict[str, float | None]  # method → Avew(k) with that method's σ̂
-
-    @property
-    def accuracy(self) -> float:
-        return self.metrics["accuracy"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +76,42 @@ class SweepReport:
     points: list[SweepPoint]
     method_ranks: dict[str, int | None]  # each method's ŝ, marked on the plot
     evaluator: str = ""  # its name, where known
+    primary: MetricSpec = ACCURACY
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer truncated alone to one method's ŝ, everything else original."""
+
+    layer: str
+    method: str
+    rank: int
+    p: int
+    metrics: dict[str, float]
+    damage: float  # of the primary metric against the baseline (MetricSpec.damage)
+    params_saved: int
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    layer: str
+    rank: int
+    metrics: dict[str, float]  # every layer so far truncated together
+    within: bool  # still within the budget
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    baseline: dict[str, float]
+    rows: list[LayerSensitivity]  # sorted by damage, least first
+    primary: MetricSpec = ACCURACY
+    evaluator: str = ""
+    seconds_per_eval: float | None = None
+    plan: list[PlanStep] = field(default_factory=list)  # when a budget was given
+    plan_method: str | None = None
+    budget: str | None = None
+
+    @property
+    def planned(self) -> dict[str, int]:
+        """The layers the plan keeps truncated (those added while within the budget) → rank."""
+        return {s.layer: s.rank for s in self.plan if s.within}

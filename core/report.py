@@ -11,11 +11,13 @@ from .analysis import METHOD_FIELDS
 from .scan import LayerResult
 
 if TYPE_CHECKING:  # evaluation needs torch; a report does not
-    from .evaluation import EvalReport, SweepReport
+    from .outcomes import EvalReport, MetricSpec, SensitivityReport, SweepReport
 
 REPORT_SCHEMA = "rmt-tui/report/1"
-EVAL_SCHEMA = "rmt-tui/eval/1"
-SWEEP_SCHEMA = "rmt-tui/sweep/1"
+EVAL_SCHEMA = "rmt-tui/eval/2"
+SWEEP_SCHEMA = "rmt-tui/sweep/2"
+SENSITIVITY_SCHEMA = "rmt-tui/sensitivity/1"
+PLAN_SCHEMA = "rmt-tui/plan/1"
 
 
 def layer_record(r: LayerResult, methods: Sequence[str]) -> dict[str, Any]:
@@ -66,23 +68,53 @@ def report_csv_rows(doc: dict[str, Any], methods: Sequence[str]) -> tuple[list[s
     return header, rows
 
 
+def primary_record(spec: MetricSpec) -> dict[str, Any]:
+    return {"metric": spec.key, "label": spec.label, "higher_is_better": spec.higher_is_better}
+
+
 def eval_document(checkpoint: str, evaluator: str, rep: EvalReport) -> dict[str, Any]:
+    key = rep.primary.key
     return {
-        "schema": EVAL_SCHEMA, "checkpoint": checkpoint, "evaluator": evaluator, "mode": rep.mode,
-        "baseline": rep.baseline,
-        "methods": {m: {"accuracy": o.accuracy, "metrics": o.metrics, "ranks": o.ranks,
+        "schema": EVAL_SCHEMA, "checkpoint": checkpoint, "evaluator": evaluator, "primary": primary_record(rep.primary),
+        "mode": rep.mode, "baseline": rep.baseline,
+        "methods": {m: {"value": o.metrics[key], "metrics": o.metrics, "ranks": o.ranks,
                         "params_saved": o.params_saved, "avew": o.avew, "mean_avew": o.mean_avew}
                     for m, o in rep.outcomes.items()},
     }
 
 
 def sweep_document(checkpoint: str, evaluator: str, rep: SweepReport) -> dict[str, Any]:
+    key = rep.primary.key
     return {
-        "schema": SWEEP_SCHEMA, "checkpoint": checkpoint, "evaluator": evaluator, "layer": rep.layer, "p": rep.p,
-        "baseline": rep.baseline, "method_ranks": rep.method_ranks,
-        "points": [{"rank": pt.rank, "accuracy": pt.accuracy, "metrics": pt.metrics, "avew": pt.avew}
+        "schema": SWEEP_SCHEMA, "checkpoint": checkpoint, "evaluator": evaluator,
+        "primary": primary_record(rep.primary), "layer": rep.layer, "p": rep.p, "baseline": rep.baseline,
+        "method_ranks": rep.method_ranks,
+        "points": [{"rank": pt.rank, "value": pt.metrics[key], "metrics": pt.metrics, "avew": pt.avew}
                    for pt in rep.points],
     }
+
+
+def sensitivity_document(checkpoint: str, rep: SensitivityReport) -> dict[str, Any]:
+    key = rep.primary.key
+    plan = None
+    if rep.plan_method is not None:
+        plan = {"method": rep.plan_method, "budget": rep.budget, "ranks": rep.planned,
+                "steps": [{"layer": s.layer, "rank": s.rank, "value": s.metrics[key], "within": s.within,
+                           "metrics": s.metrics} for s in rep.plan]}
+    return {
+        "schema": SENSITIVITY_SCHEMA, "checkpoint": checkpoint, "evaluator": rep.evaluator,
+        "primary": primary_record(rep.primary), "baseline": rep.baseline,
+        "seconds_per_evaluation": rep.seconds_per_eval,
+        "layers": [{"layer": r.layer, "method": r.method, "rank": r.rank, "p": r.p, "value": r.metrics[key],
+                    "damage": r.damage, "params_saved": r.params_saved, "metrics": r.metrics} for r in rep.rows],
+        "plan": plan,
+    }
+
+
+def plan_document(checkpoint: str, rep: SensitivityReport) -> dict[str, Any]:
+    """What ``truncate --plan`` reads: layer → rank, with the budget it was found under."""
+    return {"schema": PLAN_SCHEMA, "checkpoint": checkpoint, "method": rep.plan_method, "budget": rep.budget,
+            "primary": primary_record(rep.primary), "ranks": rep.planned}
 
 
 COMPARE_SCHEMA = "rmt-tui/compare/1"

@@ -20,9 +20,9 @@ from core.text import printable
 
 from .engine import InlineEngine, ProcessEngine
 from .grid import GridScreen
-from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SweepDone
+from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SensitivityDone, SweepDone
 from .plots import COMPARE_VIEWS, VIEW_TITLES
-from .screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen
+from .screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen, SensitivityScreen
 from .session import ALL_LAYERS, Job, LayerKey, Opened, Session
 from .widgets import Compared, LayerTree, LeanFooter, ResultsPanel, SpectrumPlot
 
@@ -49,11 +49,13 @@ class RmtApp(App):
     BINDINGS = [
         Binding("a", "analyse_all", "Analyse", tooltip="analyse every layer (values only, cached)", id="analyse_all"),
         Binding("e", "evaluate('layer')", "Eval", tooltip="truncate the selected layer to each method's ŝ "
-                "and evaluate (accuracy, params saved)", id="evaluate_layer"),
+                "and evaluate (the evaluator's metric, params saved)", id="evaluate_layer"),
         Binding("E", "evaluate('all')", "Eval all", id="evaluate_all",
                 tooltip="truncate every layer to each method's ŝ and evaluate"),
         Binding("s", "sweep", "Sweep", id="sweep",
-                tooltip="accuracy and Avew against the kept rank of the selected layer"),
+                tooltip="the evaluator's metric and Avew against the kept rank of the selected layer"),
+        Binding("S", "sensitivity", "Each layer", show=False, id="sensitivity",
+                tooltip="per-layer sensitivity: each layer alone truncated to each method's ŝ, sorted by damage"),
         Binding("v", "cycle_view", "View", id="cycle_view",
                 tooltip="cycle the plot: histogram + MP fits, sorted values, sweep (and, with several "
                         "checkpoints, the compare views)"),
@@ -430,6 +432,41 @@ class RmtApp(App):
 
         self._start("evaluate", f"evaluate {'all layers' if scope == 'all' else key.name}", body, "evaluate")
 
+    def action_sensitivity(self) -> None:
+        key = self.selected
+        if key is None:
+            self._say("select a layer first", severity="warning")
+            return
+        o = self.session.opened[key.ckpt]
+        layers = [l for l in o.ckpt.layers if l.analysable]
+
+        def body(job: Job) -> None:
+            total = 2 * len(layers) + 1  # analyses, then about one evaluation per layer and method
+            results = []
+            for i, layer in enumerate(layers):
+                job.progress(i, total, f"analyse {layer.name}")
+                r = o.results.get(layer.name) or self._analyse(o, layer, job)
+                results.append(r)
+                if layer.name not in o.results and self._live(job):
+                    self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
+            rep = self.worker.sensitivity(o.path, self.session.conv_view, results, self.session.evaluator_spec,
+                                          self.options.methods, cancel=job.token,
+                                          progress=job.stage(len(layers), total, "evaluate"))
+            if self._live(job):
+                self.post_message(SensitivityDone(o.index, rep))
+
+        self._start("sensitivity", f"each layer of {o.path.name}", body, "sensitivity")
+
+    def on_sensitivity_done(self, msg: SensitivityDone) -> None:
+        from core.report import sensitivity_document
+
+        from .tables import sensitivity_table
+
+        o = self.session.opened[msg.ckpt]
+        doc = sensitivity_document(str(o.path), msg.report)
+        self.push_screen(SensitivityScreen(f"{o.path.name}: each layer alone at ŝ ({msg.report.evaluator})",
+                                           sensitivity_table(doc)))
+
     def action_sweep(self) -> None:
         key = self.selected
         if key is None or not self.session.layer(key).analysable:
@@ -449,7 +486,7 @@ class RmtApp(App):
 
     def action_cancel(self) -> None:
         cancelled = self.session.cancel_all()
-        for group in ("layer", "analyse-all", "evaluate", "sweep", "compare", "delta"):
+        for group in ("layer", "analyse-all", "evaluate", "sweep", "compare", "delta", "sensitivity"):
             self.workers.cancel_group(self, group)
         if cancelled:
             self._say("cancelled: " + ", ".join(cancelled))

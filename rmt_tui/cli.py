@@ -65,8 +65,11 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluator", metavar="FILE.py|module:function",
-                   help="your evaluate(state_dict) -> {'accuracy': …}; this runs your code. "
-                        "Default: the built-in evaluator named by the file's metadata (demo models)")
+                   help="your evaluate(state_dict) -> {'accuracy': …}; this runs your code. Default: the built-in "
+                        "evaluator the checkpoint calls for (demo models: MNIST accuracy; Hugging Face folders: "
+                        "label-free hf-causal-lm / hf-encoder)")
+    p.add_argument("--text", metavar="FILE", help="text for the Hugging Face evaluators (default: CPython's "
+                   "pydoc_data reference prose, present in every install)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("truncate", help="truncate layers to a method's rank and write safetensors", epilog=EPILOG)
     tr.add_argument("path", metavar="PATH")
-    tr.add_argument("--method", required=True, metavar="bema|broadening|rank:K")
+    how = tr.add_mutually_exclusive_group(required=True)
+    how.add_argument("--method", metavar="bema|broadening|rank:K")
+    how.add_argument("--plan", type=Path, metavar="PLAN.json", help="the ranks of `eval --each --budget … --plan-out`")
     tr.add_argument("--mode", choices=("hard", "shrink"), default="hard")
     tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
     tr.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -117,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("path", metavar="PATH")
     ev.add_argument("--mode", choices=("hard", "shrink"), default="hard")
     ev.add_argument("--format", choices=("table", "json"), default="table")
+    ev.add_argument("--each", action="store_true",
+                    help="per-layer sensitivity: truncate each layer alone to each method's ŝ, sorted by damage")
+    ev.add_argument("--budget", metavar="METRIC=VALUE", help="with --each: add layers, least damaging first, while "
+                    "the model stays within e.g. kl=0.05, fidelity=0.99 or accuracy=-0.5pt")
+    ev.add_argument("--plan-method", default="bema", choices=("bema", "broadening"),
+                    help="the method whose ŝ the plan uses (default: %(default)s)")
+    ev.add_argument("--plan-out", type=Path, metavar="PLAN.json",
+                    help="write the plan (layer → rank) for `truncate --plan`; --force replaces it")
+    ev.add_argument("--force", action="store_true", help="replace --plan-out if it exists")
     _add_evaluator_option(ev)
     _add_analysis_options(ev)
 
@@ -326,8 +340,14 @@ def cmd_truncate(args) -> int:
     refuse_existing(args.output, args.force)  # before the analysis, not after it
     if args.output.resolve() == Path(args.path).resolve():
         raise UsageError(f"{args.output}: refusing to write over the source checkpoint")
+    if args.plan is not None:
+        plan, args.method = read_plan(args.plan)
+        args.layers = (args.layers or []) + list(plan)
     ckpt, opts, results = open_and_analyse(args)
-    plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
+    if args.plan is None:
+        plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
+    elif missing := [n for n in plan if n not in {r.layer.name for r in results if r.layer.analysable}]:
+        raise UsageError(f"{args.plan}: names layers {args.path} has no matrix for: {', '.join(missing[:3])}")
     sigma2 = {}
     if args.mode == "shrink":
         if args.method not in opts.methods:
@@ -345,12 +365,43 @@ def cmd_truncate(args) -> int:
     return EXIT_OK
 
 
+def read_plan(path: Path) -> tuple[dict[str, int], str]:
+    """A plan written by `eval --each --budget … --plan-out`: (layer → rank, the method it used)."""
+    try:
+        doc = json.loads(path.read_text())
+        ranks = doc["ranks"]
+        if not isinstance(ranks, dict) or not all(isinstance(k, int) and k >= 0 for k in ranks.values()):
+            raise ValueError("'ranks' must map layer names to ranks ≥ 0")
+        return {str(n): int(k) for n, k in ranks.items()}, str(doc.get("method") or "plan")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path}: not a plan written by `rmt-tui eval --each --budget … --plan-out` ({exc})") from None
+
+
+def evaluator_choice(args):
+    from core.device import resolve_device
+    from core.outcomes import EvaluatorChoice
+
+    return EvaluatorChoice(args.evaluator, args.text, resolve_device(args.device))
+
+
 def cmd_eval(args) -> int:
     from core.evaluation import choose_evaluator, evaluate_truncations
     from core.report import eval_document
 
+    if (args.budget or args.plan_out) and not args.each:
+        raise UsageError("--budget and --plan-out go with --each")
+    if args.plan_out and not args.budget:
+        raise UsageError("--plan-out needs a --budget to plan within")
+    if args.plan_out is not None:
+        from core.paths import refuse_existing
+
+        refuse_existing(args.plan_out, args.force)
     ckpt, opts, results = open_and_analyse(args)
-    name, evaluator = choose_evaluator(ckpt, args.evaluator)
+    name, evaluator = choose_evaluator(ckpt, evaluator_choice(args))
+    if args.each:
+        return eval_each(args, ckpt, opts, results, name, evaluator)
     with progress_bar("evaluating") as tick:
         rep = evaluate_truncations(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
     doc = eval_document(str(ckpt.path), name, rep)
@@ -360,6 +411,39 @@ def cmd_eval(args) -> int:
         from .tables import eval_table
 
         print_table(eval_table(doc))
+        if where := getattr(evaluator, "where", None):
+            print(f"evaluated on {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+def eval_each(args, ckpt, opts, results, name, evaluator) -> int:
+    from dataclasses import replace
+
+    from core.evaluation import layer_sensitivity, parse_budget, plan_within_budget, primary_of
+    from core.report import plan_document, sensitivity_document
+
+    if args.budget:
+        parse_budget(args.budget, primary_of(evaluator))  # a typo fails now, not after the job
+    with progress_bar("each layer") as tick:
+        rep = layer_sensitivity(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
+    if args.budget:
+        with progress_bar("planning") as tick:
+            rep = plan_within_budget(ckpt, results, evaluator, rep, args.plan_method, args.budget, args.mode,
+                                     progress=tick)
+    rep = replace(rep, evaluator=name)
+    doc = sensitivity_document(str(ckpt.path), rep)
+    if args.plan_out is not None:
+        from core.paths import write_text_output
+
+        write_text_output(args.plan_out, json.dumps(plan_document(str(ckpt.path), rep), indent=2) + "\n",
+                          overwrite=args.force)
+        print(f"wrote {args.plan_out} ({len(rep.planned)} layers)", file=sys.stderr)
+    if args.format == "json":
+        write_json(doc)
+    else:
+        from .tables import sensitivity_table
+
+        print_table(sensitivity_table(doc))
     return EXIT_OK
 
 
@@ -372,7 +456,7 @@ def cmd_sweep(args) -> int:
     result = next((r for r in results if r.layer.name == args.layer), None)
     if result is None:
         raise UsageError(f"no layer named {args.layer!r} in {args.path}")
-    name, evaluator = choose_evaluator(ckpt, args.evaluator)
+    name, evaluator = choose_evaluator(ckpt, evaluator_choice(args))
     p = result.analysis.shape.p if result.analysis else 0
     ranks = parse_ranks(args.ranks, p) if args.ranks else None
     with progress_bar("sweeping") as tick:
@@ -382,8 +466,8 @@ def cmd_sweep(args) -> int:
         write_json(doc)
     elif args.format == "csv":
         methods = list(rep.method_ranks)
-        write_csv(["rank", "accuracy"] + [f"avew_{m}" for m in methods],
-                  [[pt["rank"], pt["accuracy"]] + [pt["avew"][m] for m in methods] for pt in doc["points"]])
+        write_csv(["rank", doc["primary"]["metric"]] + [f"avew_{m}" for m in methods],
+                  [[pt["rank"], pt["value"]] + [pt["avew"][m] for m in methods] for pt in doc["points"]])
     else:
         from .tables import sweep_table
 
@@ -398,7 +482,10 @@ def cmd_app(args) -> int:
 
     opts = analysis_options(args, resolve_auto=False)
     paths = [Path(p) for p in args.paths] or [DEFAULT_DEMO_MODEL]
-    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=args.evaluator).run()
+    from core.outcomes import EvaluatorChoice
+
+    choice = EvaluatorChoice(args.evaluator, args.text, opts.device if opts.device != "auto" else "cpu")
+    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=choice).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
     # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

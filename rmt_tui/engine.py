@@ -32,7 +32,7 @@ class _Work:
 
     def __init__(self):
         self.opened: dict[tuple[str, str], Any] = {}
-        self.evaluators: dict[tuple[str, str | None], tuple[str, Any]] = {}
+        self.evaluators: dict[tuple[str, Any], tuple[str, Any]] = {}  # (path, EvaluatorChoice) → (name, evaluator)
         self.pairs: dict[tuple[str, str, str], Any] = {}  # (base, tuned, view) → their MatchTable
 
     def checkpoint(self, path: str, conv_view: str):
@@ -72,6 +72,16 @@ class _Work:
             name, evaluator = self.evaluator(path, conv_view, spec)
             rep = sweep_layer(self.checkpoint(path, conv_view), result, evaluator, ranks, progress=progress,
                               cancel=cancel)
+            return replace(rep, evaluator=name)
+        if kind == "sensitivity":
+            from core.evaluation import layer_sensitivity, plan_within_budget
+
+            path, conv_view, results, spec, methods, mode, plan_method, budget = args
+            name, evaluator = self.evaluator(path, conv_view, spec)
+            ckpt = self.checkpoint(path, conv_view)
+            rep = layer_sensitivity(ckpt, results, evaluator, methods, mode, progress=progress, cancel=cancel)
+            if budget:
+                rep = plan_within_budget(ckpt, results, evaluator, rep, plan_method, budget, mode, cancel=cancel)
             return replace(rep, evaluator=name)
         raise RmtError(f"unknown engine request {kind!r}")
 
@@ -120,6 +130,13 @@ class _Requests:
         """The EvalReport: every given layer truncated to each method's ŝ."""
         return self.call("evaluate", (str(path), conv_view, list(results), spec, tuple(methods), mode), cancel,
                          progress)
+
+    def sensitivity(self, path: Path, conv_view: str, results: Sequence[LayerResult], spec, methods: Sequence[str],
+                    mode: str = "hard", plan_method: str | None = None, budget: str | None = None,
+                    cancel: CancelToken | None = None, progress: Progress | None = None):
+        """The SensitivityReport: each layer alone at each method's ŝ (and a plan, given a budget)."""
+        return self.call("sensitivity", (str(path), conv_view, list(results), spec, tuple(methods), mode, plan_method,
+                                         budget), cancel, progress)
 
     def sweep(self, path: Path, conv_view: str, result: LayerResult, spec: str | None,
               ranks: Sequence[int] | None = None, cancel: CancelToken | None = None,

@@ -13,6 +13,7 @@ from .session import Job, LayerKey
 if TYPE_CHECKING:
     from core.compare import DeltaResult
     from core.evaluation import EvalReport, SweepReport
+    from core.outcomes import SensitivityReport
 
 
 @dataclass
@@ -50,3 +51,9 @@ class DeltaDone(Message):
     base: int
     key: LayerKey  # the tuned checkpoint's layer
     result: DeltaResult
+
+
+@dataclass
+class SensitivityDone(Message):
+    ckpt: int
+    report: SensitivityReport

@@ -21,7 +21,7 @@ VIEWS = ("histogram", "values", "sweep")
 # Views of several checkpoints, in the cycle when two or more are open (delta: when a base is marked).
 COMPARE_VIEWS = ("compare-density", "compare-values", "trajectory")
 VIEW_TITLES = {"histogram": "histogram of s + MP fits", "values": "sorted singular values (log)",
-               "sweep": "accuracy and Avew vs kept rank", "compare-density": "overlay: density of s",
+               "sweep": "metric and Avew vs kept rank", "compare-density": "overlay: density of s",
                "compare-values": "overlay: sorted s (log)",
                "trajectory": "ŝ and σ̂² across checkpoints", "delta": "ΔW = tuned − base: histogram + MP fits"}
 # One colour (or, without colour, one marker) per checkpoint in the overlays.
@@ -99,8 +99,8 @@ def draw_values(a: MatrixAnalysis, width: int, height: int, color: bool = True) 
 def draw_sweep(rep: SweepReport, width: int, height: int, color: bool = True) -> str:
     _start(width, height, color)
     ks = [pt.rank for pt in rep.points]
-    plt.plot(ks, [pt.accuracy for pt in rep.points], color=_c(color, "green"), marker="o",
-             label=_label("accuracy (left)", height))
+    plt.plot(ks, [pt.metrics[rep.primary.key] for pt in rep.points], color=_c(color, "green"), marker="o",
+             label=_label(f"{rep.primary.label} (left)", height))
     for method in rep.method_ranks:
         c, m, label = style(method)
         pts = [(pt.rank, pt.avew[method]) for pt in rep.points if pt.avew.get(method) is not None]
@@ -115,7 +115,7 @@ def draw_sweep(rep: SweepReport, width: int, height: int, color: bool = True) ->
     plt.ylim(0, 1, yside="right")
     plt.xlim(0, rep.p)
     plt.xticks(*linear_ticks(0, rep.p, max(2, width // 14)))
-    plt.title(f"{VIEW_TITLES['sweep']} — {rep.layer}")
+    plt.title(f"{rep.primary.label} and Avew vs kept rank — {rep.layer}")
     plt.xlabel("kept rank k")
     return plt.build()
 

@@ -143,3 +143,21 @@ class ConfirmQuit(Dialog):
         with Vertical():
             yield Static(shown("Work is running: " + ", ".join(self.running), "bold"))
             yield Static("Quit anyway? It is cancelled and nothing partial is saved.  [y]es / [n]o")
+
+
+class SensitivityScreen(Dialog):
+    """The per-layer sensitivity table (each layer alone at ŝ, least damaging first)."""
+
+    BINDINGS = [Binding("escape,q,S", "dismiss", "Close")]
+
+    def __init__(self, title: str, table):
+        super().__init__()
+        self.title_text, self.table = title, table
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(shown(self.title_text, "bold"))
+            with VerticalScroll():
+                yield Static(self.table)
+            yield Static(Text("esc closes · `rmt-tui eval PATH --each --budget kl=0.05 --plan-out plan.json` plans "
+                              "within a budget", style="dim"))

@@ -28,7 +28,7 @@ def report_table(doc: dict, methods) -> Table:
     t = Table(title=shown(doc["checkpoint"]), title_justify="left", pad_edge=False, expand=False,
               box=box.SIMPLE_HEAD)
     t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24)
-    t.add_column("matrix", no_wrap=True)
+    t.add_column("matrix", no_wrap=True, min_width=9)
     for m in methods:
         t.add_column(f"ŝ {short_label(m)}", justify="right", no_wrap=True, min_width=len(short_label(m)) + 2)
         t.add_column("Avew", justify="right", no_wrap=True, min_width=5)
@@ -48,36 +48,84 @@ def report_table(doc: dict, methods) -> Table:
     return t
 
 
+def _primary(doc: dict) -> tuple[str, str]:
+    """(key, label) of the document's primary metric."""
+    return doc["primary"]["metric"], doc["primary"]["label"]
+
+
+def metric(value, key: str) -> str:
+    return "–" if value is None else format(value, ".4f" if key in ("accuracy", "fidelity", "top1") else ".4g")
+
+
 def eval_table(doc: dict) -> Table:
+    key, label = _primary(doc)
     t = Table(title=shown(f"{doc['checkpoint']} — evaluator {doc['evaluator']}"), title_justify="left")
     t.add_column("truncation")
-    t.add_column("accuracy", justify="right")
+    t.add_column(label, justify="right")
     t.add_column("ranks", overflow="fold")
     t.add_column("params saved", justify="right")
     t.add_column("Avew", justify="right")
-    t.add_row("none (baseline)", f"{doc['baseline']['accuracy']:.4f}", "", "", "")
+    t.add_row("none (baseline)", metric(doc["baseline"][key], key), "", "", "")
     for m, o in doc["methods"].items():
-        ranks = shown(" ".join(f"{k.rsplit('.', 1)[0]}:{v}" for k, v in o["ranks"].items()))
-        t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", f"{o['accuracy']:.4f}", ranks, f"{o['params_saved']:,}",
-                  fmt(o["mean_avew"]))
+        ks = list(o["ranks"].values())
+        ranks = shown(" ".join(f"{k.rsplit('.', 1)[0]}:{v}" for k, v in o["ranks"].items())) if len(ks) <= 3 else \
+            Text(f"{len(ks)} layers, ŝ {min(ks)}–{max(ks)} (median {sorted(ks)[len(ks) // 2]})")
+        value = "collapsed" if o["metrics"].get("collapsed") else metric(o["value"], key)
+        t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", value, ranks, f"{o['params_saved']:,}", fmt(o["mean_avew"]))
     return t
 
 
 def sweep_table(doc: dict) -> Table:
+    key, label = _primary(doc)
     marks = [(v, short_label(m)) for m, v in doc["method_ranks"].items() if v is not None]
-    t = Table(title=shown(f"{doc['layer']} (p = {doc['p']}), baseline accuracy {doc['baseline']['accuracy']:.4f}"),
+    t = Table(title=shown(f"{doc['layer']} (p = {doc['p']}), baseline {label} {metric(doc['baseline'][key], key)}"),
               title_justify="left")
     t.add_column("rank k", justify="right")
-    t.add_column("accuracy", justify="right")
+    t.add_column(label, justify="right")
     methods = list(doc["method_ranks"])
     for m in methods:
         t.add_column(f"Avew ({short_label(m)} σ̂)", justify="right")
     t.add_column("")
     for pt in doc["points"]:
-        here = [label for k, label in marks if k == pt["rank"]]
-        t.add_row(str(pt["rank"]), f"{pt['accuracy']:.4f}", *[fmt(pt["avew"][m]) for m in methods],
+        here = [lbl for k, lbl in marks if k == pt["rank"]]
+        t.add_row(str(pt["rank"]), metric(pt["value"], key), *[fmt(pt["avew"][m]) for m in methods],
                   f"← ŝ {', '.join(here)}" if here else "")
     return t
+
+
+def sensitivity_table(doc: dict, top: int | None = None) -> Group:
+    """Layers by the damage truncating each alone does (least first), then the plan, if any."""
+    key, label = _primary(doc)
+    base = doc["baseline"][key]
+    t = Table(title=shown(f"{doc['checkpoint']} — each layer alone at ŝ; {label} baseline {metric(base, key)}"),
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=30)
+    t.add_column("method", no_wrap=True)
+    t.add_column("ŝ/p", justify="right", no_wrap=True)
+    t.add_column(label, justify="right", no_wrap=True)
+    t.add_column("damage", justify="right", no_wrap=True)
+    t.add_column("saved", justify="right", no_wrap=True)
+    rows = doc["layers"][:top] if top else doc["layers"]
+    for r in rows:
+        t.add_row(shown(r["layer"]), short_label(r["method"]), f"{r['rank']}/{r['p']}",
+                  "collapsed" if r["metrics"].get("collapsed") else metric(r["value"], key),
+                  f"{r['damage']:+.3g}", f"{r['params_saved']:,}")
+    parts = [t]
+    if doc["plan"] is not None:
+        plan = doc["plan"]
+        p = Table(title=shown(f"plan ({short_label(plan['method'])}, budget {plan['budget']}): layers added, least "
+                              "damaging first, evaluated together"), title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+        p.add_column("step", justify="right")
+        p.add_column("layer added", overflow="ellipsis", no_wrap=True, max_width=30)
+        p.add_column("ŝ", justify="right")
+        p.add_column(label, justify="right")
+        p.add_column("")
+        for i, s in enumerate(plan["steps"], start=1):
+            p.add_row(str(i), shown(s["layer"]), str(s["rank"]), metric(s["value"], key),
+                      Text("within" if s["within"] else "over budget: stop", style="" if s["within"] else "yellow"))
+        parts += [p, Text(f"plan: {len(plan['ranks'])} layers truncated within {plan['budget']}")]
+    return Group(*parts)
 
 
 def _ranks_cell(methods_doc: dict, methods) -> Text:

@@ -404,16 +404,30 @@ class ResultsPanel(Static):
 
     @staticmethod
     def _eval_part(title: str, rep: EvalReport, result: LayerResult | None) -> list[RenderableType]:
+        spec = rep.primary
         t = Table(box=None, pad_edge=False, title=shown(f"evaluation: {title} ({rep.evaluator})"), title_justify="left",
                   title_style="bold", header_style="bold")
         t.add_column("")
-        t.add_column("accuracy", justify="right")
+        t.add_column(spec.label, justify="right")
         t.add_column("ranks" if result is None else "ŝ", justify="right")
         t.add_column("params saved", justify="right")
-        t.add_row("baseline", f"{rep.baseline['accuracy']:.4f}", "", "")
+        t.add_row("baseline", spec.show(rep.baseline[spec.key]), "", "")
         for m, o in rep.outcomes.items():
             ranks = ",".join(str(k) for k in o.ranks.values()) or "–"
-            t.add_row(style(m)[2], f"{o.accuracy:.4f}", ranks, f"{o.params_saved:,}")
-        return [Text(""), t]
+            value = "collapsed" if o.metrics.get("collapsed") else spec.show(o.metrics[spec.key])
+            t.add_row(style(m)[2], value, ranks, f"{o.params_saved:,}")
+        return [Text(""), t, *extra_metrics(rep)]
 
 
+def extra_metrics(rep: EvalReport) -> list[RenderableType]:
+    """The label-free evaluators' other numbers, one line per method (top-1, PPL; NN, Spearman)."""
+    lines = []
+    for m, o in rep.outcomes.items():
+        x = o.metrics
+        if "top1" in x:
+            lines.append(Text(f"{style(m)[2]}: top-1 {x['top1']:.1%} · KL p95 {x['kl_p95']:.3g} · PPL "
+                              f"{x['ppl_original']:.4g} → {x['ppl']:.4g} ({x['dppl']:+.3g})", style="dim"))
+        elif "nn_agreement" in x:
+            lines.append(Text(f"{style(m)[2]}: chance {x['chance']:.3f} · worst 5 % {x['fidelity_p05']:.3f} · "
+                              f"NN {x['nn_agreement']:.0%} · Spearman {x['spearman']:.3f}", style="dim"))
+    return lines

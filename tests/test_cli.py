@@ -186,16 +186,17 @@ def test_eval_and_sweep_json_on_demo(capsys):
     code, out, _ = run(capsys, "eval", str(DEFAULT_DEMO_MODEL), "--format", "json")
     assert code == 0
     doc = json.loads(out)
-    assert doc["schema"] == "rmt-tui/eval/1" and doc["evaluator"] == "mnist-mlp"
+    assert doc["schema"] == "rmt-tui/eval/2" and doc["evaluator"] == "mnist-mlp"
+    assert doc["primary"] == {"metric": "accuracy", "label": "accuracy", "higher_is_better": True}
     assert doc["baseline"]["accuracy"] > 0.97
     assert set(doc["methods"]) == {"bema", "broadening"}
     assert all(m["params_saved"] > 0 and m["ranks"]["fc1.weight"] > 0 for m in doc["methods"].values())
     code, out, _ = run(capsys, "sweep", str(DEFAULT_DEMO_MODEL), "--layer", "fc2.weight", "--ranks", "0:256:128",
                        "--format", "json")
     doc = json.loads(out)
-    assert code == 0 and doc["schema"] == "rmt-tui/sweep/1"
+    assert code == 0 and doc["schema"] == "rmt-tui/sweep/2"
     assert [p["rank"] for p in doc["points"]] == [0, 128, 256]
-    assert doc["points"][-1]["accuracy"] == doc["baseline"]["accuracy"]
+    assert doc["points"][-1]["value"] == doc["points"][-1]["metrics"]["accuracy"] == doc["baseline"]["accuracy"]
     code, out, _ = run(capsys, "sweep", str(DEFAULT_DEMO_MODEL), "--layer", "fc2.weight", "--ranks", "0,10",
                        "--format", "csv")
     assert out.splitlines()[0] == "rank,accuracy,avew_bema,avew_broadening" and len(out.splitlines()) == 3
@@ -208,7 +209,18 @@ def test_eval_needs_an_evaluator_for_foreign_checkpoints(tmp_path, capsys):
     ev = tmp_path / "ev.py"
     ev.write_text("def evaluate(sd):\n    return {'accuracy': float(sd['enc.weight'].abs().sum() > 0)}\n")
     code, out, _ = run(capsys, "eval", str(ck), "--evaluator", str(ev), "--format", "json")
-    assert code == 0 and json.loads(out)["methods"]["bema"]["accuracy"] == 1.0
+    assert code == 0 and json.loads(out)["methods"]["bema"]["value"] == 1.0
+    # An evaluator that declares another primary metric (lower is better) needs no accuracy.
+    ev.write_text("def evaluate(sd):\n    return {'loss': float(sd['enc.weight'].norm())}\n"
+                  "evaluate.primary = 'loss'\nevaluate.higher_is_better = False\n")
+    code, out, _ = run(capsys, "eval", str(ck), "--evaluator", str(ev), "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["primary"] == {"metric": "loss", "label": "loss", "higher_is_better": False}
+    assert doc["methods"]["bema"]["value"] < doc["baseline"]["loss"]
+    code, out, _ = run(capsys, "eval", str(ck), "--evaluator", str(ev), "--each", "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["schema"] == "rmt-tui/sensitivity/1"
+    assert [r["damage"] for r in doc["layers"]] == sorted(r["damage"] for r in doc["layers"])
     assert run(capsys, "sweep", str(ck), "--layer", "nope", "--evaluator", str(ev))[0] == EXIT_USAGE
 
 

@@ -13,7 +13,7 @@ from core.checkpoint import open_checkpoint
 from core.errors import EvaluationError, OutputExistsError, RmtError
 from core.evaluation import (
     MnistEvaluator,
-    builtin_evaluator_for,
+    choose_evaluator,
     evaluate_truncations,
     load_evaluator,
     parse_ranks,
@@ -56,7 +56,7 @@ def test_demo_models_reach_97_percent_and_say_so():
 def test_evaluator_is_deterministic_and_chosen_by_metadata(demo, small_eval):
     a, b = small_eval(demo.state_dict()), small_eval(demo.state_dict())
     assert a == b and 0.9 < a["accuracy"] <= 1.0
-    assert isinstance(builtin_evaluator_for(demo), MnistEvaluator)
+    assert isinstance(choose_evaluator(demo, None)[1], MnistEvaluator)
 
 
 @pytest.mark.parametrize("k", [0, 1, 7, 40])
@@ -134,7 +134,7 @@ def test_evaluate_truncations_reports_each_method(demo, small_eval):
     assert rep.baseline == small_eval(demo.state_dict())
     for m in ("bema", "broadening"):
         o = rep.outcomes[m]
-        assert 0.5 < o.accuracy <= 1.0
+        assert 0.5 < o.metrics["accuracy"] <= 1.0
         fc1 = next(r for r in results if r.layer.name == "fc1.weight")
         assert o.ranks["fc1.weight"] == fc1.analysis.methods[m].rank
         assert o.params_saved > 0 and o.mean_avew is not None
@@ -150,7 +150,7 @@ def test_sweep_end_points(demo, small_eval):
     rep = sweep_layer(demo, r, small_eval, ranks=[0, 5, 256])
     by = {p.rank: p for p in rep.points}
     assert by[256].metrics == rep.baseline  # k = p: the layer itself
-    assert by[0].accuracy < 0.3  # k = 0: the layer is gone, the net is near chance
+    assert by[0].metrics["accuracy"] < 0.3  # k = 0: the layer is gone, the net is near chance
     assert by[0].avew == {"bema": None, "broadening": None}
     assert by[5].avew["bema"] == pytest.approx(r.analysis.avew_curve("bema")[4])
     assert rep.method_ranks["bema"] == r.analysis.methods["bema"].rank
