@@ -120,7 +120,7 @@ class _HFEvaluator:
     def _check_fits(self, state: Mapping[str, torch.Tensor], extra: int) -> None:
         """Refuse a model that will not fit, with both numbers, before loading it (the original's
         outputs are kept, and one model is loaded at a time)."""
-        need = sum(t.numel() for t in state.values()) * 4 + extra
+        need = 2 * sum(t.numel() for t in state.values()) * 4 + extra  # the state dict and the model
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if need > free:
@@ -130,7 +130,10 @@ class _HFEvaluator:
             require_memory(need, self.folder, "evaluating the model")
 
     def _load(self, state: Mapping[str, torch.Tensor]):
-        sd = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+        # On a GPU in the checkpoint's own dtype; on the CPU in float32 (bf16/fp16 matmuls there are
+        # slow, and the reference and every truncation go through the same path either way).
+        sd = {k: v.to(torch.float32) if v.is_floating_point() and self.device.type == "cpu" else v
+              for k, v in state.items()}
         model, info = self.cls.from_pretrained(None, config=self.config, state_dict=sd, output_loading_info=True)
         unused = sorted(set(info.get("unexpected_keys") or ()) & set(sd))
         missing = sorted(set(info.get("missing_keys") or ()) - self._tied_keys(model))
@@ -149,7 +152,12 @@ class _HFEvaluator:
         names = set(tied if not isinstance(tied, dict) else tied.keys())
         return {n for n in names if isinstance(n, str)}
 
+    def working_bytes(self) -> int:
+        """Memory of one forward pass beyond the weights (the logits or hidden states it keeps)."""
+        return 0
+
     def __call__(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        self._check_fits(state, self.working_bytes())
         t0 = time.perf_counter()
         with torch.no_grad():
             out = self._score(self._load(state))
@@ -176,6 +184,10 @@ class HFCausalLM(_HFEvaluator):
         self.where = f"{windows}×{tokens} tokens of {self.text_source} from token {start}"
         self.ids = torch.tensor(ids[start:start + need]).reshape(windows, tokens)
         self._ref = None
+
+    def working_bytes(self) -> int:
+        vocab = int(getattr(self.config, "vocab_size", 0) or 0)
+        return 3 * 4 * self.ids.numel() * vocab  # logits, log-probs and the reference's copy
 
     def _logprobs(self, model) -> torch.Tensor:
         logits = model(input_ids=self.ids.to(self.device)).logits[:, :-1].float()

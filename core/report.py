@@ -112,9 +112,13 @@ def sensitivity_document(checkpoint: str, rep: SensitivityReport) -> dict[str, A
 
 
 def plan_document(checkpoint: str, rep: SensitivityReport) -> dict[str, Any]:
-    """What ``truncate --plan`` reads: layer → rank, with the budget it was found under."""
+    """What ``truncate --plan`` reads: layer → rank, with the budget it was found under, and the
+    same ranks as PEFT LoraConfig fields (rank_pattern) for training or extracting an adapter."""
+    from .lora import module_name, rank_pattern_document
+
+    pattern = rank_pattern_document({module_name(n): k for n, k in rep.planned.items()}, rep.plan_method or "")
     return {"schema": PLAN_SCHEMA, "checkpoint": checkpoint, "method": rep.plan_method, "budget": rep.budget,
-            "primary": primary_record(rep.primary), "ranks": rep.planned}
+            "primary": primary_record(rep.primary), "ranks": rep.planned, "rank_pattern": pattern}
 
 
 COMPARE_SCHEMA = "rmt-tui/compare/1"
