@@ -775,6 +775,10 @@ class Checkpoint:
             raise ValueError(f"{layer.name} is not analysed: {layer.reason}")
         return matrix_view(self.array(layer.tensor), layer)
 
+    def file_of(self, name: str) -> Path:
+        """The file that holds tensor ``name`` (a shard of a sharded folder)."""
+        return self._source.file_of(name)
+
     def fingerprint(self, layer: Layer) -> str:
         """Identifies the layer's bytes without reading them: the holding file's identity and
         modification time, the tensor and the view. Used only to find a cached content key."""

