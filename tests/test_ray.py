@@ -1,7 +1,6 @@
 """The Ray executor against a real Ray: a private local instance (module-scoped, 2 CPUs and 4
 declared GPUs), then a two-node ray.cluster_utils.Cluster with one node removed mid-run."""
 import math
-import os
 import subprocess
 import sys
 import threading
