@@ -79,7 +79,7 @@ class RmtApp(App):
 
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
                  conv_view: str = "reshape", evaluator_spec: str | None = None,
-                 engine: InlineEngine | ProcessEngine | None = None):
+                 engine: InlineEngine | ProcessEngine | None = None, executor: tuple = ("local",)):
         super().__init__()
         # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
         # the child imports the numerics while the tree is being shown.
@@ -92,6 +92,7 @@ class RmtApp(App):
                 e.on_warning = lambda note: self.call_from_thread(self._say, note, title="warning",
                                                                   severity="warning", timeout=10)
         self.paths = [Path(p) for p in paths]
+        self.executor = tuple(executor)  # make_executor's arguments: where `a` runs (local, or a Ray cluster)
         self.options = options or AnalysisOptions()
         self.session = Session(conv_view, evaluator_spec)
         self.selected: LayerKey | None = None
@@ -401,7 +402,24 @@ class RmtApp(App):
                 self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
             job.progress(len(todo), len(todo), "")
 
-        self._start("analyse-all", "analyse all", body, "analyse-all")
+        def through_executor(job: Job) -> None:  # e.g. Ray: all submitted at once, results as they finish
+            done = 0
+            for o in self.session.opened:
+                names = [layer.name for p, layer in todo if p is o]
+                if not names:
+                    continue
+
+                def post(r, o=o):
+                    if self._live(job):
+                        self.post_message(LayerAnalysed(LayerKey(o.index, r.layer.name), r))
+
+                self.engine.analyse_many(o.path, self.session.conv_view, names, self.options, self.executor, post,
+                                         cancel=job.token, progress=job.stage(done, len(todo), o.path.name))
+                done += len(names)
+            job.progress(len(todo), len(todo), "")
+
+        label = "analyse all" + (f" ({self.executor[0]})" if self.executor[0] != "local" else "")
+        self._start("analyse-all", label, body if self.executor[0] == "local" else through_executor, "analyse-all")
 
     def action_evaluate(self, scope: str) -> None:
         key = self.selected

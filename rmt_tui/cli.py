@@ -508,7 +508,9 @@ def cmd_app(args) -> int:
     from core.outcomes import EvaluatorChoice
 
     choice = EvaluatorChoice(args.evaluator, args.text, opts.device if opts.device != "auto" else "cpu")
-    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=choice).run()
+    executor_from(args)  # a bad --executor fails here, before the app starts
+    executor = (args.executor, args.gpus_per_task, args.cpus_per_task, args.max_retries)
+    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=choice, executor=executor).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
     # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

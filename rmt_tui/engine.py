@@ -34,6 +34,7 @@ class _Work:
         self.opened: dict[tuple[str, str], Any] = {}
         self.evaluators: dict[tuple[str, Any], tuple[str, Any]] = {}  # (path, EvaluatorChoice) → (name, evaluator)
         self.pairs: dict[tuple[str, str, str], Any] = {}  # (base, tuned, view) → their MatchTable
+        self.executors: dict[tuple, Any] = {}  # (name, gpus, cpus, retries) → a started executor (Ray: seconds)
 
     def checkpoint(self, path: str, conv_view: str):
         from core.checkpoint import open_checkpoint
@@ -50,7 +51,19 @@ class _Work:
             self.evaluators[path, spec] = choose_evaluator(self.checkpoint(path, conv_view), spec)
         return self.evaluators[path, spec]
 
-    def run(self, kind: str, args: tuple, cancel: CancelToken, progress: Progress) -> Any:
+    def run(self, kind: str, args: tuple, cancel: CancelToken, progress: Progress,
+            emit: Callable[[Any], None] = lambda item: None) -> Any:
+        if kind == "analyse_many":  # through an executor (Ray): each result sent back as it finishes
+            from core.executors import make_executor
+
+            path, conv_view, names, options, spec = args
+            if spec not in self.executors:
+                self.executors[spec] = make_executor(*spec)
+            ckpt = self.checkpoint(path, conv_view)
+            for r in self.executors[spec].run(ckpt, [ckpt.layer(n) for n in names], options, progress, cancel,
+                                              ordered=False):
+                emit(r)
+            return None
         if kind == "analyse":
             path, conv_view, name, options = args
             ckpt = self.checkpoint(path, conv_view)
@@ -112,12 +125,20 @@ class _Requests:
     """The kinds of request, over ``call``; both engines provide ``call``."""
 
     def call(self, kind: str, args: tuple, cancel: CancelToken | None = None,
-             progress: Progress | None = None) -> Any:
+             progress: Progress | None = None, on_item: Callable[[Any], None] | None = None) -> Any:
         raise NotImplementedError
 
     def analyse(self, path: Path, conv_view: str, name: str, options: AnalysisOptions,
                 cancel: CancelToken | None = None) -> LayerResult:
         return self.call("analyse", (str(path), conv_view, name, options), cancel)
+
+    def analyse_many(self, path: Path, conv_view: str, names: Sequence[str], options: AnalysisOptions,
+                     executor: tuple, on_result: Callable[[LayerResult], None], cancel: CancelToken | None = None,
+                     progress: Progress | None = None) -> None:
+        """Layers through an executor (``executor``: make_executor's arguments); ``on_result`` gets
+        each result as it finishes, in any order."""
+        self.call("analyse_many", (str(path), conv_view, list(names), options, tuple(executor)), cancel, progress,
+                  on_result)
 
     def delta(self, base: Path, tuned: Path, conv_view: str, base_name: str, tuned_name: str,
               options: AnalysisOptions, cancel: CancelToken | None = None):
@@ -151,8 +172,9 @@ class InlineEngine(_Requests):
     def __init__(self):
         self._work = _Work()
 
-    def call(self, kind, args, cancel=None, progress=None):
-        return self._work.run(kind, args, cancel or CancelToken(), progress or (lambda *a: None))
+    def call(self, kind, args, cancel=None, progress=None, on_item=None):
+        return self._work.run(kind, args, cancel or CancelToken(), progress or (lambda *a: None),
+                              on_item or (lambda item: None))
 
     def close(self) -> None:
         self._work.close()
@@ -186,11 +208,14 @@ def _serve(conn) -> None:  # the child process
         def progress(done, total, what="", rid=rid):
             conn.send((rid, "progress", (done, total, what)))
 
+        def emit(item, rid=rid):
+            conn.send((rid, "item", item))
+
         with warnings.catch_warnings(record=True) as caught:  # e.g. "the cache cannot be written"
             warnings.simplefilter("always", RmtWarning)
             try:
                 token.check()
-                reply = ("ok", work.run(kind, args, token, progress))
+                reply = ("ok", work.run(kind, args, token, progress, emit))
             except Cancelled:
                 reply = ("cancelled", None)
             except RmtError as exc:
@@ -227,7 +252,7 @@ class ProcessEngine(_Requests):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def call(self, kind, args, cancel=None, progress=None):
+    def call(self, kind, args, cancel=None, progress=None, on_item=None):
         """Blocks the calling (worker) thread, not the UI. On cancel it tells the child and stops
         waiting at once; the child stops at its next check and its stale reply is dropped."""
         while not self._lock.acquire(timeout=POLL_SECONDS):  # another request is in the child
@@ -251,6 +276,10 @@ class ProcessEngine(_Requests):
                     if what == "progress":
                         if progress is not None:
                             progress(*value)
+                        continue
+                    if what == "item":
+                        if on_item is not None:
+                            on_item(value)
                         continue
                     status, value, notes = value
                     break

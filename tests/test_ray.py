@@ -161,6 +161,26 @@ def test_cli_report_with_ray_equals_local(local_ray, tmp_path, capsys):
         make_executor("dask")
 
 
+async def test_app_analyse_all_runs_on_ray(local_ray, tmp_path):
+    from rmt_tui.app import RmtApp
+    from rmt_tui.engine import InlineEngine
+
+    path = stack(tmp_path / "s.safetensors", big=2, small=20)
+    app = RmtApp([path], engine=InlineEngine(), executor=("ray", 0.0, 1.0, 3))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.press("a")
+        for _ in range(3):
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+        results = app.session.opened[0].results
+        assert len(results) == len(app.session.opened[0].ckpt.layers)
+        ck = open_checkpoint(path)
+        local = {r.layer.name: r for r in LocalExecutor().run(ck, ck.layers, NO_CACHE)}
+        same([results[n] for n in local], list(local.values()))
+
+
 def test_importing_the_app_never_imports_ray():
     code = "import sys, rmt_tui.cli, rmt_tui.app, core.executors; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
