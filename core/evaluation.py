@@ -108,11 +108,13 @@ def choose_evaluator(ckpt: Checkpoint, choice: EvaluatorChoice | str | None = No
     name = spec or ckpt.metadata.get("rmt_tui.evaluator")
     if name in BUILTIN_EVALUATORS:
         return name, BUILTIN_EVALUATORS[name]()
-    from .hf import HF_EVALUATORS, hf_kind
+    from .hf import HF_EVALUATORS, GgufCausalLM, hf_kind
 
-    name = name or hf_kind(ckpt.path)
+    gguf = ckpt.path.suffix == ".gguf" and name in (None, "hf-causal-lm")
+    name = "hf-causal-lm" if gguf else name or hf_kind(ckpt.path)
     if name in HF_EVALUATORS:
-        ev = HF_EVALUATORS[name](ckpt.path, text=choice.text, device=choice.device)
+        cls = GgufCausalLM if gguf else HF_EVALUATORS[name]
+        ev = cls(ckpt.path, text=choice.text, device=choice.device)
         run_evaluator(ev, ckpt.state_dict())  # the original's outputs: the reference
         return name, ev
     raise EvaluationError(f"{ckpt.path}: no evaluator — neither its metadata nor a Hugging Face config.json names "

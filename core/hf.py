@@ -87,7 +87,19 @@ class _HFEvaluator:
 
     def __init__(self, folder: str | Path, text: str | Path | None = None, device: str = "cpu"):
         self.folder = Path(folder)
-        tf = _transformers()
+        self._open(_transformers())
+        self.device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if text is None:
+            self.text, self.text_source = default_text()
+        else:
+            try:
+                self.text, self.text_source = Path(text).read_text(errors="replace"), str(text)
+            except OSError as exc:
+                raise EvaluationError(f"{text}: cannot read the evaluation text ({exc.strerror or exc})") from None
+        self.seconds = None  # how long one evaluation took (the last one)
+
+    def _open(self, tf) -> None:
+        """The model class, config and tokenizer, from the folder's own files."""
         cfg = config_of(self.folder)
         if cfg is None:
             raise EvaluationError(f"{self.folder}: no readable config.json — not a Hugging Face model folder")
@@ -106,16 +118,10 @@ class _HFEvaluator:
         except (OSError, ValueError, KeyError) as exc:
             raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({_first_line(exc)}) — a "
                                   "folder without a tokenizer cannot be evaluated") from None
-        self.device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        if text is None:
-            self.text, self.text_source = default_text()
-        else:
-            try:
-                self.text, self.text_source = Path(text).read_text(errors="replace"), str(text)
-            except OSError as exc:
-                raise EvaluationError(f"{text}: cannot read the evaluation text ({exc.strerror or exc})") from None
-        self.seconds = None  # how long one evaluation took (the last one)
 
+    def _hf_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The state dict under the names the library loads (a GGUF's are translated)."""
+        return dict(state)
     # -- loading --------------------------------------------------------------------------------
     def _check_fits(self, state: Mapping[str, torch.Tensor], extra: int) -> None:
         """Refuse a model that will not fit, with both numbers, before loading it (the original's
@@ -133,7 +139,7 @@ class _HFEvaluator:
         # On a GPU in the checkpoint's own dtype; on the CPU in float32 (bf16/fp16 matmuls there are
         # slow, and the reference and every truncation go through the same path either way).
         sd = {k: v.to(torch.float32) if v.is_floating_point() and self.device.type == "cpu" else v
-              for k, v in state.items()}
+              for k, v in self._hf_state(state).items()}
         model, info = self.cls.from_pretrained(None, config=self.config, state_dict=sd, output_loading_info=True)
         unused = sorted(set(info.get("unexpected_keys") or ()) & set(sd))
         missing = sorted(set(info.get("missing_keys") or ()) - self._tied_keys(model))
@@ -303,6 +309,60 @@ def _pooling(folder: Path) -> str:
     if cfg.get("pooling_mode_max_tokens"):
         return "max"
     return "mean"
+
+
+class GgufCausalLM(HFCausalLM):
+    """A GGUF file (llama.cpp) evaluated as the causal LM transformers builds from it: config and
+    tokenizer from the file's metadata, and each tensor — dequantised, or truncated — translated to
+    the library's name and layout by transformers' own GGUF tensor map and processors (which undo
+    llama.cpp's q/k row permutation, for instance). Needs the gguf package as well."""
+
+    def __init__(self, path, text=None, device="cpu", **kw):
+        self.gguf = Path(path)
+        super().__init__(self.gguf.parent, text, device, **kw)
+
+    def _open(self, tf) -> None:
+        from transformers import modeling_gguf_pytorch_utils as gg
+
+        from .gguffile import GgufIndex
+
+        where = f"{self.gguf}"
+        arch = str(GgufIndex(self.gguf).metadata.get("general.architecture", ""))
+        try:
+            self.config = tf.AutoConfig.from_pretrained(self.folder, gguf_file=self.gguf.name, local_files_only=True)
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(self.folder, gguf_file=self.gguf.name,
+                                                              local_files_only=True)
+            self.cls = tf.AutoModelForCausalLM._model_mapping[type(self.config)]
+        except (OSError, ValueError, KeyError, NotImplementedError, ImportError) as exc:
+            raise EvaluationError(f"{where}: transformers {tf.__version__} cannot build a model from this GGUF "
+                                  f"(architecture {arch!r}: {_first_line(exc)})") from None
+        t0 = time.perf_counter()
+        parsed = gg.load_gguf_checkpoint(str(self.gguf), return_tensors=False)
+        self._gguf_config = parsed.get("config", {})
+        self._processor = gg.TENSOR_PROCESSORS.get(arch, gg.TensorProcessor)(config=self._gguf_config)
+        with torch.device("meta"):  # the names only: no memory for weights
+            skeleton = self.cls(self.config)
+        self._names = gg.get_gguf_hf_weights_map(skeleton, self._processor)
+        self.convert_seconds = time.perf_counter() - t0
+
+    def _hf_state(self, state):
+        import numpy as np
+
+        parsed = {"config": self._gguf_config, "tensors": {}}
+        out, unmapped = {}, []
+        for name, t in state.items():
+            result = self._processor.process(weights=t.float().numpy(), name=name, tensor_key_mapping=self._names,
+                                             parsed_parameters=parsed)
+            if result.name in self._names:
+                out[self._names[result.name]] = torch.from_numpy(np.copy(result.weights))
+            elif t.dim() >= 2 and result.name is not None:
+                unmapped.append(name)
+        out.update(parsed["tensors"])  # what a processor gathered itself (stacked experts)
+        if unmapped:
+            raise EvaluationError(f"{self.gguf}: transformers has no place for {len(unmapped)} matrices of this "
+                                  f"GGUF ({', '.join(unmapped[:3])}…); nothing is scored with a model that is not "
+                                  "the checkpoint")
+        return out
 
 
 HF_EVALUATORS = {HFCausalLM.name: HFCausalLM, HFEncoder.name: HFEncoder}

@@ -203,3 +203,83 @@ def test_fuzz_mutated_headers(tmp_path, data):
         list(analyse_checkpoint(ck, OPTS))
     except CheckpointError:
         pass
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def llama_folder_to_gguf(folder: Path, out: Path, qtype=Q.F32) -> Path:
+    """What llama.cpp's converter does for a Llama folder, in small: metadata, the byte-level BPE
+    tokenizer, tensor names, q/k rows permuted the llama.cpp way, matrices quantised to ``qtype``."""
+    from gguf import MODEL_ARCH, get_tensor_name_map
+    from safetensors.numpy import load_file as load_np
+
+    cfg = json.loads((folder / "config.json").read_text())
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    w = GGUFWriter(str(out), "llama")
+    w.add_name("tiny-llama")
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
+    tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    special = {a["content"] for a in tok.get("added_tokens", [])}
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in special else 1 for t in tokens])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+    w.add_bos_token_id(cfg["bos_token_id"])
+    w.add_eos_token_id(cfg["eos_token_id"])
+    names = get_tensor_name_map(MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+
+    def permute(x, heads):
+        return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    for key, a in load_np(str(folder / "model.safetensors")).items():
+        base, suffix = key.rsplit(".", 1)
+        if key.endswith("q_proj.weight"):
+            a = permute(a, cfg["num_attention_heads"])
+        elif key.endswith("k_proj.weight"):
+            a = permute(a, cfg["num_key_value_heads"])
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        name = f"{names.get_name(base)}.{suffix}"
+        if a.ndim == 2 and qtype != Q.F32:
+            w.add_tensor(name, quantize(a, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def test_a_gguf_llm_is_evaluated_like_its_hf_folder(tmp_path, capsys):
+    """The tiny demo LM as GGUF (llama.cpp's names and q/k row order): transformers' own tensor map
+    and processors put every (truncated) tensor back, so the numbers are the HF folder's."""
+    from core.paths import DEMO_DIR
+
+    folder = DEMO_DIR / "tiny-llama"
+    f32 = llama_folder_to_gguf(folder, tmp_path / "tiny-f32.gguf")
+    q8 = llama_folder_to_gguf(folder, tmp_path / "tiny-q8_0.gguf", Q.Q8_0)
+    docs = {}
+    for path in (folder, f32, q8):
+        code, out, err = run(capsys, "eval", path, "--format", "json", "--no-cache")
+        assert code == EXIT_OK, err
+        docs[path] = json.loads(out)
+    hf, g32, g8 = docs[folder], docs[f32], docs[q8]
+    assert g32["evaluator"] == "hf-causal-lm" and g32["baseline"]["kl"] == 0.0 and g32["baseline"]["top1"] == 1.0
+    assert g32["baseline"]["ppl"] == pytest.approx(hf["baseline"]["ppl"], rel=1e-5)
+    for m in ("bema", "broadening"):
+        assert sorted(g32["methods"][m]["ranks"].values()) == sorted(hf["methods"][m]["ranks"].values())
+        assert g32["methods"][m]["value"] == pytest.approx(hf["methods"][m]["value"], rel=1e-3)
+    # Q8_0: its own dequantised weights are the reference; truncation damage stays graded.
+    assert g8["baseline"]["kl"] == 0.0 and g8["baseline"]["ppl"] == pytest.approx(hf["baseline"]["ppl"], rel=0.05)
+    assert 0.05 < g8["methods"]["bema"]["value"] < 5
