@@ -214,7 +214,8 @@ class HFCausalLM(_HFEvaluator):
         ppl = float(torch.exp(nll.mean()))
         collapsed = top1 < COLLAPSE_TOP1 or ppl > COLLAPSE_PPL * self._ref_ppl
         return {"kl": float(kl.mean()), "kl_p95": float(torch.quantile(kl, 0.95)), "top1": top1, "ppl": ppl,
-                "ppl_original": self._ref_ppl, "dppl": ppl - self._ref_ppl, "collapsed": float(collapsed)}
+                "ppl_original": self._ref_ppl, "dppl": ppl - self._ref_ppl, "collapsed": float(collapsed),
+                "kl_lower_bound": float(self.kl_is_bound)}  # 1: the reference was kept as top-k + tail
 
     def _check_reference(self, logp: torch.Tensor) -> None:
         """Keep the original's distribution: full log-probs in fp16 when small enough (KL exact to

@@ -70,7 +70,8 @@ def eval_table(doc: dict) -> Table:
         ks = list(o["ranks"].values())
         ranks = shown(" ".join(f"{k.rsplit('.', 1)[0]}:{v}" for k, v in o["ranks"].items())) if len(ks) <= 3 else \
             Text(f"{len(ks)} layers, ŝ {min(ks)}–{max(ks)} (median {sorted(ks)[len(ks) // 2]})")
-        value = "collapsed" if o["metrics"].get("collapsed") else metric(o["value"], key)
+        value = "collapsed" if o["metrics"].get("collapsed") else \
+            ("≥ " if o["metrics"].get("kl_lower_bound") else "") + metric(o["value"], key)
         t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", value, ranks, f"{o['params_saved']:,}", fmt(o["mean_avew"]))
     return t
 

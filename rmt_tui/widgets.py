@@ -414,7 +414,8 @@ class ResultsPanel(Static):
         t.add_row("baseline", spec.show(rep.baseline[spec.key]), "", "")
         for m, o in rep.outcomes.items():
             ranks = ",".join(str(k) for k in o.ranks.values()) or "–"
-            value = "collapsed" if o.metrics.get("collapsed") else spec.show(o.metrics[spec.key])
+            value = "collapsed" if o.metrics.get("collapsed") else \
+                ("≥ " if o.metrics.get("kl_lower_bound") else "") + spec.show(o.metrics[spec.key])
             t.add_row(style(m)[2], value, ranks, f"{o.params_saved:,}")
         return [Text(""), t, *extra_metrics(rep)]
 

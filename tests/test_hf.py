@@ -67,7 +67,7 @@ def build(kind: str, folder: Path, tokenizer) -> Path:
 
 @pytest.mark.parametrize("kind, evaluator", [("gpt2", "hf-causal-lm"), ("llama", "hf-causal-lm"),
                                              ("bert", "hf-encoder")])
-def test_random_tiny_models_identity_and_truncation(tmp_path, tokenizer, kind, evaluator):
+def test_random_tiny_models_identity_and_truncation(tmp_path, tokenizer, kind, evaluator, capsys):
     folder = build(kind, tmp_path / kind, tokenizer)
     assert hf_kind(folder) == evaluator
     ckpt = open_checkpoint(folder)
@@ -87,6 +87,15 @@ def test_random_tiny_models_identity_and_truncation(tmp_path, tokenizer, kind, e
     # numbers change, as they must; their size means nothing on random weights.
     assert rep.outcomes["bema"].metrics[key] != baseline[key]
     assert rep.primary == ev.primary
+    if kind == "llama":  # near-uniform outputs: KL stays small while top-1 agreement is gone — "collapsed"
+        from core.report import eval_document
+        from rmt_tui.cli import print_table
+        from rmt_tui.tables import eval_table
+
+        assert rep.outcomes["bema"].metrics["collapsed"] == 1.0
+        capsys.readouterr()
+        print_table(eval_table(eval_document(str(folder), name, rep)))
+        assert "collapsed" in capsys.readouterr().out
 
 
 def test_legacy_names_and_tied_embeddings_load_and_unknown_names_are_refused(tmp_path, tokenizer):
@@ -189,6 +198,7 @@ def test_causal_kl_reference_kept_as_top_k_is_a_lower_bound(tmp_path, tokenizer,
     bound = HFCausalLM(folder)
     run_evaluator(bound, ckpt.state_dict())
     assert bound.kl_is_bound and not exact.kl_is_bound
+    assert run_evaluator(bound, ckpt.state_dict())["kl_lower_bound"] == 1.0
     state = ckpt.state_dict()
     state["model.layers.0.mlp.up_proj.weight"] = torch.zeros_like(state["model.layers.0.mlp.up_proj.weight"])
     state["lm_head.weight"] = state["lm_head.weight"] * 3
