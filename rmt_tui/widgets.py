@@ -413,7 +413,8 @@ class ResultsPanel(Static):
         t.add_column("params saved", justify="right")
         t.add_row("baseline", spec.show(rep.baseline[spec.key]), "", "")
         for m, o in rep.outcomes.items():
-            ranks = ",".join(str(k) for k in o.ranks.values()) or "–"
+            ks = list(o.ranks.values())
+            ranks = ",".join(map(str, ks)) if len(ks) <= 3 else f"{len(ks)} layers"
             value = "collapsed" if o.metrics.get("collapsed") else \
                 ("≥ " if o.metrics.get("kl_lower_bound") else "") + spec.show(o.metrics[spec.key])
             t.add_row(style(m)[2], value, ranks, f"{o.params_saved:,}")
