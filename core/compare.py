@@ -16,7 +16,7 @@ import numpy as np
 from .analysis import MatrixAnalysis, analyse_matrix
 from .cache import SpectrumCache
 from .checkpoint import Checkpoint, Layer
-from .matching import SAME, TRANSPOSED, MatchRow, MatchTable
+from .matching import SAME, TIED, TRANSPOSED, MatchRow, MatchTable
 from .memory import require_memory
 from .scan import AnalysisOptions, CancelToken, LayerResult, Progress, analyse_layer
 from .spectrum import MatrixShape, as_float_matrix, working_bytes
@@ -113,12 +113,12 @@ def _why_not(row: MatchRow) -> tuple[str, str] | None:
     for e, label in ((base, "base"), (tuned, "tuned")):
         if e.layer is None:
             return "only_in", f"only in {'tuned' if label == 'base' else 'base'}"
-    if tuned.state not in (SAME, TRANSPOSED) and tuned.state != "tied":
+    if tuned.state not in (SAME, TRANSPOSED, TIED):
         return tuned.state, tuned.note
     if not row.comparable:
         reasons = [e.layer.reason for e in row.entries if e.layer.reason]
-        if all(e.state == "tied" for e in row.entries):
-            return "tied", "tied on both sides: the same tensor as another row"
+        if all(e.state == TIED for e in row.entries):
+            return TIED, "tied on both sides: the same tensor as another row"
         return "skipped", reasons[0] if reasons else "no matrix view"
     return None
 

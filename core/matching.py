@@ -199,10 +199,10 @@ def match_layers(ckpts: Sequence[Checkpoint], labels: Sequence[str] | None = Non
     rows = []
     for k in keys:
         got = found[k]
-        present = [(l, how) for l, how in got if l is not None]
-        if not present:
+        first = next((i for i, (l, _) in enumerate(got) if l is not None), None)
+        if first is None:
             continue  # paired away by suffix into another row
-        ref = _entry(ckpts[got.index(present[0])], present[0][0], present[0][0]).layer
+        ref = _entry(ckpts[first], got[first][0], got[first][0]).layer  # a tied alias stands for its target
         entries = tuple(_entry(c, ref, l, how) for c, (l, how) in zip(ckpts, got))
         hows = {how for _, how in got}
         rule = "tied-alias" if "alias" in hows else "suffix" if "suffix" in hows else "name"
