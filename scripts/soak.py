@@ -22,7 +22,8 @@ from rmt_tui.app import RmtApp  # noqa: E402
 
 # Weighted so that work is started often and cancelled sometimes, as a hurried person would.
 KEYS = (["j"] * 12 + ["k"] * 6 + ["enter"] * 3 + ["v"] * 4 + ["a"] * 2 + ["e"] * 3 + ["E"] + ["s"] * 2 +
-        ["escape"] * 3 + ["question_mark"] + ["slash"] + ["space"])
+        ["escape"] * 3 + ["question_mark"] + ["slash"] + ["space"] +
+        ["c"] * 2 + ["n"] + ["t"] + ["g"] + ["b"] + ["d"] * 2 + ["S"])  # several checkpoints: compare, delta
 
 
 def rss_mb(pid: int | str = "self") -> float:
