@@ -21,3 +21,28 @@ def planted(m, n, thetas, sigma=1.0, seed=0):
     N = max(m, n)
     W = sigma * np.sqrt(N) * (A * np.asarray(thetas)) @ B.T + sigma * rng.standard_normal((m, n))
     return W, A, B
+
+
+async def settle(app, pilot, rounds: int = 1):
+    """Let the app's workers finish; more rounds when a finished job starts the next one."""
+    for _ in range(rounds):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def rendered(renderable, width: int = 200) -> str:
+    """A Rich renderable as plain text, as it would print."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def panel_text(app) -> str:
+    from rmt_tui.widgets import ResultsPanel
+
+    return rendered(app.query_one(ResultsPanel).content)

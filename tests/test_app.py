@@ -1,9 +1,9 @@
 """Drive the real app with Pilot: select, analyse, analyse all, cancel, evaluate, sweep, find, help, quit."""
-import io
 import time
 
 import pytest
 import torch
+from conftest import panel_text, settle
 from safetensors.torch import save_file
 
 from core.checkpoint import open_checkpoint
@@ -15,21 +15,7 @@ from rmt_tui.messages import LayerAnalysed
 from rmt_tui.plots import VIEWS
 from rmt_tui.screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen
 from rmt_tui.session import ALL_LAYERS, LayerKey
-from rmt_tui.widgets import LayerTree, ResultsPanel, SpectrumPlot
-
-
-async def settle(app, pilot):
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def panel_text(app) -> str:
-    from rich.console import Console
-
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(app.query_one(ResultsPanel).content)
-    return console.export_text()
+from rmt_tui.widgets import LayerTree, SpectrumPlot
 
 
 def leaf_text(app, name, ckpt=0) -> str:

@@ -1,8 +1,10 @@
 """Several checkpoints in the app: compare overlays, trajectory, the grid, and deltas against a marked base."""
-import io
+from functools import partial
 
 import numpy as np
 import torch
+from conftest import panel_text
+from conftest import settle as settle_rounds
 from safetensors.torch import save_file
 
 from core.checkpoint import open_checkpoint
@@ -12,25 +14,13 @@ from rmt_tui.app import RmtApp
 from rmt_tui.engine import InlineEngine
 from rmt_tui.grid import GridScreen
 from rmt_tui.session import LayerKey
-from rmt_tui.widgets import LayerTree, ResultsPanel, SpectrumPlot
+from rmt_tui.widgets import LayerTree, SpectrumPlot
 
 BATCH_SIZES = (16, 64, 128, 256, 1024)
 DEMOS = [DEMO_DIR / f"mlp_bs{bs}.safetensors" for bs in BATCH_SIZES]
 
 
-async def settle(app, pilot):
-    for _ in range(3):  # a finished job can start the next (a compare after a selection)
-        await pilot.pause()
-        await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def panel_text(app) -> str:
-    from rich.console import Console
-
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(app.query_one(ResultsPanel).content)
-    return console.export_text()
+settle = partial(settle_rounds, rounds=3)  # a finished job can start the next (a compare after a selection)
 
 
 def ranks(path, name="fc1.weight"):

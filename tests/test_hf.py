@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers  # the [hf] extra: CI installs it, so these tests always run
+import transformers
+from conftest import panel_text, rendered, settle  # the [hf] extra: CI installs it, so these tests always run
 from safetensors.torch import load_file, save_file
 
 from core.checkpoint import open_checkpoint
@@ -208,38 +209,22 @@ def test_causal_kl_reference_kept_as_top_k_is_a_lower_bound(tmp_path, tokenizer,
 
 async def test_app_evaluates_the_tiny_lm_and_shows_each_layer():
     """E and S in the app on an HF folder: the label-free numbers in the panel, the sensitivity table."""
-    import io
-
-    from rich.console import Console
-
     from rmt_tui.app import RmtApp
     from rmt_tui.engine import InlineEngine
     from rmt_tui.screens import SensitivityScreen
     from rmt_tui.session import ALL_LAYERS
-    from rmt_tui.widgets import ResultsPanel
 
     app = RmtApp([TINY_LM], engine=InlineEngine())
     async with app.run_test(size=(120, 40)) as pilot:
-        for _ in range(2):
-            await pilot.pause()
-            await app.workers.wait_for_complete()
+        await settle(app, pilot, rounds=2)
         await pilot.press("E")
-        for _ in range(3):
-            await pilot.pause()
-            await app.workers.wait_for_complete()
+        await settle(app, pilot, rounds=3)
         rep = app.session.opened[0].evals[ALL_LAYERS]
         assert rep.evaluator == "hf-causal-lm" and rep.primary.key == "kl"
-        console = Console(width=200, record=True, file=io.StringIO())
-        console.print(app.query_one(ResultsPanel).content)
-        text = console.export_text()
+        text = panel_text(app)
         assert "KL nats/token" in text and "top-1" in text and "PPL" in text
         assert f"{rep.outcomes['bema'].metrics['kl']:.4g}" in text
         await pilot.press("S")
-        for _ in range(3):
-            await pilot.pause()
-            await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot, rounds=3)
         assert isinstance(app.screen, SensitivityScreen)
-        console = Console(width=200, record=True, file=io.StringIO())
-        console.print(app.screen.table)
-        assert "each layer alone at ŝ" in console.export_text()
+        assert "each layer alone at ŝ" in rendered(app.screen.table)

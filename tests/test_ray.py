@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from conftest import settle
 from safetensors.torch import save_file
 
 from core.checkpoint import open_checkpoint
@@ -171,12 +172,9 @@ async def test_app_analyse_all_runs_on_ray(local_ray, tmp_path):
     path = stack(tmp_path / "s.safetensors", big=2, small=20)
     app = RmtApp([path], engine=InlineEngine(), executor=("ray", 0.0, 1.0, 3))
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        await app.workers.wait_for_complete()
+        await settle(app, pilot)
         await pilot.press("a")
-        for _ in range(3):
-            await pilot.pause()
-            await app.workers.wait_for_complete()
+        await settle(app, pilot, rounds=3)
         results = app.session.opened[0].results
         assert len(results) == len(app.session.opened[0].ckpt.layers)
         ck = open_checkpoint(path)
