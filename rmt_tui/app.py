@@ -421,6 +421,18 @@ class RmtApp(App):
         label = "analyse all" + (f" ({self.executor[0]})" if self.executor[0] != "local" else "")
         self._start("analyse-all", label, body if self.executor[0] == "local" else through_executor, "analyse-all")
 
+    def _results_of(self, o: Opened, layers: list[Layer], job: Job, total: int) -> list[LayerResult]:
+        """The layers' analyses, computing (and showing) those not known yet: the first stage of a
+        job of ``total`` steps (evaluation, sensitivity)."""
+        results = []
+        for i, layer in enumerate(layers):
+            job.progress(i, total, f"analyse {layer.name}")
+            r = o.results.get(layer.name) or self._analyse(o, layer, job)
+            results.append(r)
+            if layer.name not in o.results and self._live(job):
+                self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
+        return results
+
     def action_evaluate(self, scope: str) -> None:
         key = self.selected
         if key is None:
@@ -435,13 +447,7 @@ class RmtApp(App):
 
         def body(job: Job) -> None:
             total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
-            results = []
-            for i, layer in enumerate(layers):
-                job.progress(i, total, f"analyse {layer.name}")
-                r = o.results.get(layer.name) or self._analyse(o, layer, job)
-                results.append(r)
-                if layer.name not in o.results and self._live(job):
-                    self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
+            results = self._results_of(o, layers, job, total)
             rep = self.worker.evaluate(o.path, self.session.conv_view, results, self.session.evaluator_spec,
                                        self.options.methods, cancel=job.token,
                                        progress=job.stage(len(layers), total, "evaluate"))
@@ -460,13 +466,7 @@ class RmtApp(App):
 
         def body(job: Job) -> None:
             total = 2 * len(layers) + 1  # analyses, then about one evaluation per layer and method
-            results = []
-            for i, layer in enumerate(layers):
-                job.progress(i, total, f"analyse {layer.name}")
-                r = o.results.get(layer.name) or self._analyse(o, layer, job)
-                results.append(r)
-                if layer.name not in o.results and self._live(job):
-                    self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
+            results = self._results_of(o, layers, job, total)
             rep = self.worker.sensitivity(o.path, self.session.conv_view, results, self.session.evaluator_spec,
                                           self.options.methods, cancel=job.token,
                                           progress=job.stage(len(layers), total, "evaluate"))
