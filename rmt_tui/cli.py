@@ -243,6 +243,19 @@ def write_csv(header, rows) -> None:
     w.writerows(rows)  # the csv module writes None as an empty field
 
 
+def emit(fmt: str, doc, table, csv_rows=None) -> None:
+    """A command's document on stdout: JSON, CSV (``csv_rows(doc)`` → header, rows) or a Rich
+    table (``table(tables_module, doc)``; the tables module, and Rich, load only for this)."""
+    if fmt == "json":
+        write_json(doc)
+    elif fmt == "csv":
+        write_csv(*csv_rows(doc))
+    else:
+        from . import tables
+
+        print_table(table(tables, doc))
+
+
 def print_table(table) -> None:
     from rich.console import Console
 
@@ -257,14 +270,7 @@ def cmd_report(args) -> int:
 
     ckpt, opts, results = open_and_analyse(args)
     doc = report_document(str(ckpt.path), results, opts.methods, options_record(args, opts))
-    if args.format == "json":
-        write_json(doc)
-    elif args.format == "csv":
-        write_csv(*report_csv_rows(doc, opts.methods))
-    else:
-        from .tables import report_table
-
-        print_table(report_table(doc, opts.methods))
+    emit(args.format, doc, lambda t, d: t.report_table(d, opts.methods), lambda d: report_csv_rows(d, opts.methods))
     return EXIT_OK
 
 
@@ -297,14 +303,7 @@ def cmd_compare(args) -> int:
         analysed = list(compare_checkpoints(ckpts, rows, opts, progress=tick))
     doc = compare_document(table.labels, [str(c.path) for c in ckpts], table, analysed, opts.methods,
                            options_record(args, opts))
-    if args.format == "json":
-        write_json(doc)
-    elif args.format == "csv":
-        write_csv(*compare_csv_rows(doc, opts.methods))
-    else:
-        from .tables import compare_table
-
-        print_table(compare_table(doc, opts.methods))
+    emit(args.format, doc, lambda t, d: t.compare_table(d, opts.methods), lambda d: compare_csv_rows(d, opts.methods))
     return EXIT_OK
 
 
@@ -325,14 +324,7 @@ def cmd_delta(args) -> int:
     doc = delta_document(str(base.path), str(tuned.path), table, results, opts.methods, options_record(args, opts))
     if outputs:
         write_delta_exports(args, base, tuned, results)
-    if args.format == "json":
-        write_json(doc)
-    elif args.format == "csv":
-        write_csv(*delta_csv_rows(doc, opts.methods))
-    else:
-        from .tables import delta_table
-
-        print_table(delta_table(doc, opts.methods))
+    emit(args.format, doc, lambda t, d: t.delta_table(d, opts.methods), lambda d: delta_csv_rows(d, opts.methods))
     return EXIT_OK
 
 
@@ -428,14 +420,9 @@ def cmd_eval(args) -> int:
     with progress_bar("evaluating") as tick:
         rep = evaluate_truncations(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
     doc = eval_document(str(ckpt.path), name, rep)
-    if args.format == "json":
-        write_json(doc)
-    else:
-        from .tables import eval_table
-
-        print_table(eval_table(doc))
-        if where := getattr(evaluator, "where", None):
-            print(f"evaluated on {where}", file=sys.stderr)
+    emit(args.format, doc, lambda t, d: t.eval_table(d))
+    if args.format == "table" and (where := getattr(evaluator, "where", None)):
+        print(f"evaluated on {where}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -461,12 +448,7 @@ def eval_each(args, ckpt, opts, results, name, evaluator) -> int:
         write_text_output(args.plan_out, json.dumps(plan_document(str(ckpt.path), rep), indent=2) + "\n",
                           overwrite=args.force)
         print(f"wrote {args.plan_out} ({len(rep.planned)} layers)", file=sys.stderr)
-    if args.format == "json":
-        write_json(doc)
-    else:
-        from .tables import sensitivity_table
-
-        print_table(sensitivity_table(doc))
+    emit(args.format, doc, lambda t, d: t.sensitivity_table(d))
     return EXIT_OK
 
 
@@ -485,16 +467,10 @@ def cmd_sweep(args) -> int:
     with progress_bar("sweeping") as tick:
         rep = sweep_layer(ckpt, result, evaluator, ranks, progress=tick)
     doc = sweep_document(str(ckpt.path), name, rep)
-    if args.format == "json":
-        write_json(doc)
-    elif args.format == "csv":
-        methods = list(rep.method_ranks)
-        write_csv(["rank", doc["primary"]["metric"]] + [f"avew_{m}" for m in methods],
-                  [[pt["rank"], pt["value"]] + [pt["avew"][m] for m in methods] for pt in doc["points"]])
-    else:
-        from .tables import sweep_table
-
-        print_table(sweep_table(doc))
+    methods = list(rep.method_ranks)
+    emit(args.format, doc, lambda t, d: t.sweep_table(d),
+         lambda d: (["rank", d["primary"]["metric"]] + [f"avew_{m}" for m in methods],
+                    [[pt["rank"], pt["value"]] + [pt["avew"][m] for m in methods] for pt in d["points"]]))
     return EXIT_OK
 
 
