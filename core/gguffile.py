@@ -221,3 +221,31 @@ class GgufIndex:
         qtype = self._gguf.GGMLQuantizationType(t.type_id)
         blocks = raw.reshape(self._gguf.quants.quant_shape_to_byte_shape(t.shape, qtype))
         return self._gguf.quants.dequantize(blocks, qtype).reshape(t.shape)
+
+
+def write_gguf(path: str | Path, tensors: dict, arch: str = "llama", name: str = "", describe=None) -> Path:
+    """Write ``tensors`` (name → (float array, GGML type)) as a GGUF file with the gguf package's
+    writer and quantisers; ``describe(writer)`` may add metadata. rmt-tui never writes GGUF itself:
+    this serves the tests and the experiment scripts (quantisation studies)."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+
+    w = GGUFWriter(str(path), arch)
+    if name:
+        w.add_name(name)
+    w.add_quantization_version(2)
+    if describe is not None:
+        describe(w)
+    for key, (a, qtype) in tensors.items():
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if qtype == GGMLQuantizationType.F32:
+            w.add_tensor(key, a)
+        elif qtype == GGMLQuantizationType.F16:
+            w.add_tensor(key, a.astype(np.float16))
+        else:
+            w.add_tensor(key, quantize(a, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)

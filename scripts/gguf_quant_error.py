@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType as Q
-from gguf import GGUFWriter
 from gguf.quants import quantize
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.checkpoint import open_checkpoint  # noqa: E402
+from core.gguffile import write_gguf  # noqa: E402
 
 
 def rmt(*args: str) -> tuple[dict, float]:
@@ -35,20 +35,6 @@ def rmt(*args: str) -> tuple[dict, float]:
     out = subprocess.run([sys.executable, "-m", "rmt_tui.cli", *args, "--format", "json", "--no-cache"],
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out), time.perf_counter() - t0
-
-
-def write(path: Path, weights: dict[str, np.ndarray], qtype) -> None:
-    w = GGUFWriter(str(path), "llama")
-    w.add_name(f"requantised {qtype.name}")
-    for name, a in weights.items():
-        if qtype == Q.F16:
-            w.add_tensor(name, a.astype(np.float16))
-        else:
-            w.add_tensor(name, quantize(a, qtype), raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
 
 
 def kind(name: str) -> str:
@@ -81,7 +67,7 @@ def main() -> None:
         for qtype in (Q.F16, Q.Q8_0, Q.Q4_0):
             files[qtype] = Path(tmp) / f"m-{qtype.name.lower()}.gguf"
             t0 = time.perf_counter()
-            write(files[qtype], weights, qtype)
+            write_gguf(files[qtype], {n: (a, qtype) for n, a in weights.items()}, "llama", f"requantised {qtype.name}")
             print(f"\n(wrote {files[qtype].name}: {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         print("\n### The quantisation error as a matrix: ΔW = W_q − W_f16, per layer\n")
         print("| requantised to | median ‖ΔW‖/‖W‖ | layers with ŝ(ΔW) > 0 (BEMA, GB) | median KS (BEMA) | "

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from conftest import planted
 from gguf import GGMLQuantizationType as Q
-from gguf import GGUFWriter
-from gguf.quants import quantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
+from core import gguffile
 from core.analysis import analyse_matrix
 from core.checkpoint import open_checkpoint
 from core.errors import CheckpointError
@@ -25,23 +24,7 @@ OPTS = AnalysisOptions(use_cache=False)
 
 def write_gguf(path: Path, tensors: dict, arch="llama", name="test model") -> Path:
     """tensors: name → (float32 array, GGML type); quantised with gguf's own quantisers."""
-    w = GGUFWriter(str(path), arch)
-    w.add_name(name)
-    w.add_file_type(2)
-    w.add_quantization_version(2)
-    for key, (a, q) in tensors.items():
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if q == Q.F32:
-            w.add_tensor(key, a)
-        elif q == Q.F16:
-            w.add_tensor(key, a.astype(np.float16))
-        else:
-            w.add_tensor(key, quantize(a, q), raw_dtype=q)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return gguffile.write_gguf(path, tensors, arch, name, describe=lambda w: w.add_file_type(2))
 
 
 def run(capsys, *argv):
@@ -216,49 +199,41 @@ def llama_folder_to_gguf(folder: Path, out: Path, qtype=Q.F32) -> Path:
 
     cfg = json.loads((folder / "config.json").read_text())
     tok = json.loads((folder / "tokenizer.json").read_text())
-    w = GGUFWriter(str(out), "llama")
-    w.add_name("tiny-llama")
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
-    w.add_vocab_size(cfg["vocab_size"])
-    w.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
-    tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
-    special = {a["content"] for a in tok.get("added_tokens", [])}
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if t in special else 1 for t in tokens])
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
+    def describe(w):
+        w.add_context_length(cfg["max_position_embeddings"])
+        w.add_embedding_length(cfg["hidden_size"])
+        w.add_block_count(cfg["num_hidden_layers"])
+        w.add_feed_forward_length(cfg["intermediate_size"])
+        w.add_head_count(cfg["num_attention_heads"])
+        w.add_head_count_kv(cfg["num_key_value_heads"])
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+        w.add_vocab_size(cfg["vocab_size"])
+        w.add_rope_dimension_count(cfg["hidden_size"] // cfg["num_attention_heads"])
+        tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
+        special = {a["content"] for a in tok.get("added_tokens", [])}
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_types([3 if t in special else 1 for t in tokens])
+        w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+        w.add_bos_token_id(cfg["bos_token_id"])
+        w.add_eos_token_id(cfg["eos_token_id"])
+
     names = get_tensor_name_map(MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
 
     def permute(x, heads):
         return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
+    tensors = {}
     for key, a in load_np(str(folder / "model.safetensors")).items():
         base, suffix = key.rsplit(".", 1)
         if key.endswith("q_proj.weight"):
             a = permute(a, cfg["num_attention_heads"])
         elif key.endswith("k_proj.weight"):
             a = permute(a, cfg["num_key_value_heads"])
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        name = f"{names.get_name(base)}.{suffix}"
-        if a.ndim == 2 and qtype != Q.F32:
-            w.add_tensor(name, quantize(a, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+        tensors[f"{names.get_name(base)}.{suffix}"] = (a, qtype if a.ndim == 2 else Q.F32)
+    return gguffile.write_gguf(out, tensors, "llama", "tiny-llama", describe)
 
 
 def test_a_gguf_llm_is_evaluated_like_its_hf_folder(tmp_path, capsys):
