@@ -9,18 +9,15 @@ benchmarks/run.py.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from peak import peak_in_fresh_process  # benchmarks/peak.py, beside this script
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parent.parent
 SHAPE, LAYERS, RANK = (4096, 4096), 4, 16
 
 
@@ -44,39 +41,14 @@ def build(folder: Path, dtype: torch.dtype) -> tuple[Path, Path, int]:
 
 def measure(a: Path, b: Path | None) -> dict:
     """The delta of a and b; with b None, the plain analysis of a alone (the reference)."""
-    work = f"""
+    return peak_in_fresh_process(f"""
 a, b = open_checkpoint({str(a)!r}), open_checkpoint({str(b)!r})
-ranks = [d.analysis.methods["bema"].rank for d in delta_checkpoints(a, b, match_layers([a, b]).rows,
-                                                                    AnalysisOptions(use_cache=False))]
-""" if b is not None else f"""
-ranks = [r.analysis.methods["bema"].rank for r in analyse_checkpoint(open_checkpoint({str(a)!r}),
+result = [d.analysis.methods["bema"].rank for d in delta_checkpoints(a, b, match_layers([a, b]).rows,
                                                                      AnalysisOptions(use_cache=False))]
-"""
-    code = f"""
-import sys, json, time
-sys.path.insert(0, {str(ROOT)!r})
-import numpy
-from core.analysis import analyse_matrix
-from core.checkpoint import open_checkpoint
-from core.compare import delta_checkpoints
-from core.matching import match_layers
-from core.scan import AnalysisOptions, analyse_checkpoint
-analyse_matrix(numpy.random.default_rng(0).standard_normal((64, 48)))  # every lazy import, done
-
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-
-open("/proc/self/clear_refs", "w").write("5")
-base = status("VmRSS")
-t0 = time.perf_counter()
-{work}
-print(json.dumps({{"baseline_kb": base, "peak_kb": status("VmHWM"), "seconds": time.perf_counter() - t0,
-                  "ranks": ranks}}))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+""" if b is not None else f"""
+result = [r.analysis.methods["bema"].rank for r in analyse_checkpoint(open_checkpoint({str(a)!r}),
+                                                                      AnalysisOptions(use_cache=False))]
+""")
 
 
 def main() -> None:
@@ -93,7 +65,7 @@ def main() -> None:
                 peak = (r["peak_kb"] - r["baseline_kb"]) * 1024
                 print(f"{str(dtype).removeprefix('torch.'):9} {what:8} {pair / 2**20:8.0f} "
                       f"{a.stat().st_size / 2**20:8.0f} {peak / 2**20:9.0f} {peak / pair:9.2f} {r['seconds']:6.1f}  "
-                      f"{r['ranks']}")
+                      f"{r['result']}")
                 time.sleep(0.5)
 
 

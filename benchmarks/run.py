@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from peak import peak_in_fresh_process  # benchmarks/peak.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,31 +82,12 @@ def tool_seconds(path: Path, device: str, cache: Path) -> float:
 
 
 def peak_memory(path: Path, device: str) -> dict:
-    """Cold analysis in a fresh process: peak RSS (VmHWM, reset after the imports) above the
-    resident size after the imports."""
-    code = f"""
-import sys, json
-sys.path.insert(0, {str(ROOT)!r})
-import numpy, torch
-from core.analysis import analyse_matrix
-from core.checkpoint import open_checkpoint
-from core.scan import AnalysisOptions, analyse_checkpoint
-analyse_matrix(numpy.random.default_rng(0).standard_normal((64, 48)))  # every lazy import, done
-
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-
-open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
-base = status("VmRSS")
+    """Cold analysis in a fresh process: peak RSS above the resident size after the imports."""
+    return peak_in_fresh_process(f"""
 with open_checkpoint({str(path)!r}) as ck:
     for _ in analyse_checkpoint(ck, AnalysisOptions(device={device!r}, use_cache=False)):
         pass
-print(json.dumps({{"baseline_kb": base, "peak_kb": status("VmHWM")}}))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+""")
 
 
 def main() -> None:
