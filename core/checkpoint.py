@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError
 from .memory import human_bytes, require_memory
+from .text import first_line
 from .torchfile import NotPlain, TensorRef, TorchZip, raw_dtype, widen
 
 if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
@@ -467,7 +468,7 @@ class TorchSource(_Source):
                         self.path, f"refused: the pickle asks to run code ({', '.join(named[:3])}); nothing was run",
                         "only weights are loaded from pickles; if you trust the file, re-save its "
                         "state_dict, or convert it to safetensors") from None
-                raise CheckpointError(self.path, f"not a loadable weights-only PyTorch checkpoint ({_first_line(exc)})",
+                raise CheckpointError(self.path, f"not a loadable weights-only PyTorch checkpoint ({first_line(exc)})",
                                       "re-save it with torch.save(model.state_dict(), path)") from None
             except CheckpointError:
                 raise
@@ -478,7 +479,7 @@ class TorchSource(_Source):
                                       "corrupt, or too big for this machine", "re-save or re-download it") from None
             except Exception as exc:  # whatever a damaged pickle makes torch raise, it is a damaged file
                 raise CheckpointError(self.path, f"not a readable PyTorch checkpoint — truncated or corrupt? "
-                                      f"({type(exc).__name__}: {_first_line(exc)})",
+                                      f"({type(exc).__name__}: {first_line(exc)})",
                                       "re-download or re-save the file") from None
 
     def entries(self):
@@ -492,9 +493,6 @@ class TorchSource(_Source):
         return self._tensors[name]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 class NpzSource(_Source):
@@ -528,7 +526,7 @@ class NpzSource(_Source):
         except Exception as exc:  # numpy and zipfile raise many types on damaged archives
             if isinstance(exc, CheckpointError):
                 raise
-            raise CheckpointError(path, f"not a readable .npz archive — truncated or corrupt? ({_first_line(exc)})",
+            raise CheckpointError(path, f"not a readable .npz archive — truncated or corrupt? ({first_line(exc)})",
                                   "re-save it with numpy.savez") from None
         if not self._info:
             raise CheckpointError(path, "contains no arrays")
@@ -541,7 +539,7 @@ class NpzSource(_Source):
         try:
             return np.ascontiguousarray(self._z[name])
         except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
-            raise CheckpointError(self.path, f"cannot read array {name!r} ({_first_line(exc)})") from None
+            raise CheckpointError(self.path, f"cannot read array {name!r} ({first_line(exc)})") from None
 
     def read(self, name):
         import torch
@@ -671,7 +669,7 @@ def _folder_source(path: Path) -> _Source:
                 if bad is not None:
                     raise TypeError(f"weight_map[{bad!r}] is not a file name")
             except (ValueError, KeyError, TypeError, OSError) as exc:
-                raise CheckpointError(index, f"unreadable index file ({_first_line(exc)})") from None
+                raise CheckpointError(index, f"unreadable index file ({first_line(exc)})") from None
             shards = list(dict.fromkeys(weight_map.values()))
             for shard in shards:
                 _check_inside(path, index, shard)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from .checkpoint import Checkpoint, Layer
 from .errors import RmtError, RmtWarning, UsageError
 from .scan import AnalysisOptions, Cancelled, CancelToken, LayerResult, Progress, analyse_checkpoint
+from .text import first_line
 
 EXECUTORS = "local, ray, ray:HOST:PORT or ray://HOST:PORT"
 INSTALL = "pip install 'rmt-tui[ray]'"
@@ -232,7 +233,7 @@ class RayExecutor:
             try:
                 got = ray.get(ref, timeout=60)
             except Exception as exc:  # a node that cannot even run the probe
-                problems.append(f"{node.get('NodeManagerAddress', '?')}: the probe failed ({_first_line(exc)})")
+                problems.append(f"{node.get('NodeManagerAddress', '?')}: the probe failed ({first_line(exc, 300)})")
                 continue
             where = f"{got['host']} ({node.get('NodeManagerAddress', '?')})"
             for f, fact in got["files"].items():
@@ -359,11 +360,11 @@ class RayExecutor:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, RmtError):
                 raise cause from None
-            raise RmtError(f"a Ray task failed: {_first_line(cause or exc)}") from None
+            raise RmtError(f"a Ray task failed: {first_line(cause or exc, 300)}") from None
         except ray.exceptions.TaskCancelledError:
             raise Cancelled() from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-            raise RmtError(f"a Ray task was lost more than --max-retries times: {_first_line(exc)}") from None
+            raise RmtError(f"a Ray task was lost more than --max-retries times: {first_line(exc, 300)}") from None
 
     def close(self) -> None:
         pass  # the Ray session stays for the process: starting one costs seconds
@@ -375,5 +376,3 @@ def _shape(layer: Layer):
     return MatrixShape(*layer.matrix)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

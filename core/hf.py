@@ -28,6 +28,7 @@ import torch
 from .errors import EvaluationError
 from .memory import human_bytes, require_memory
 from .outcomes import MetricSpec
+from .text import first_line
 
 INSTALL = "pip install 'rmt-tui[hf]'"
 WINDOWS, WINDOW_TOKENS = 4, 256  # SPEC §11: ≥ 4 × 256 scored tokens
@@ -116,7 +117,7 @@ class _HFEvaluator:
             self.tokenizer = tf.AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
                                                               trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
-            raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({_first_line(exc)}) — a "
+            raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({first_line(exc)}) — a "
                                   "folder without a tokenizer cannot be evaluated") from None
 
     def _hf_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -171,8 +172,6 @@ class _HFEvaluator:
         return out
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 class HFCausalLM(_HFEvaluator):
@@ -336,7 +335,7 @@ class GgufCausalLM(HFCausalLM):
             self.cls = tf.AutoModelForCausalLM._model_mapping[type(self.config)]
         except (OSError, ValueError, KeyError, NotImplementedError, ImportError) as exc:
             raise EvaluationError(f"{where}: transformers {tf.__version__} cannot build a model from this GGUF "
-                                  f"(architecture {arch!r}: {_first_line(exc)})") from None
+                                  f"(architecture {arch!r}: {first_line(exc)})") from None
         t0 = time.perf_counter()
         parsed = gg.load_gguf_checkpoint(str(self.gguf), return_tensors=False)
         self._gguf_config = parsed.get("config", {})

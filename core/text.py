@@ -18,3 +18,10 @@ def printable(text: str) -> str:
     if text.isprintable():  # the common case, at C speed
         return text
     return "".join(_escape(ch) if ch != " " and unicodedata.category(ch) in _SHOWN_AS_ESCAPES else ch for ch in text)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line (its type when it has no message), cut to ``limit`` characters:
+    enough to say what went wrong inside one of our own messages."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
