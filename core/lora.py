@@ -12,7 +12,6 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .compare import DeltaResult, delta_matrix
-from .errors import UsageError
 from .scan import CancelToken
 
 ADAPTER_PREFIX = "base_model.model."  # PEFT's names: the wrapped model's own names under this
@@ -27,28 +26,14 @@ def delta_ranks(results: Sequence[DeltaResult], spec: str) -> dict[str, int]:
     2-D delta: ``spec`` is a method (its ŝ(ΔW); layers where it does not apply are left out) or
     ``rank:K``. Rank 0 (nothing above the noise) is kept in the plan: it says the layer needs no
     adapter."""
-    fixed = None
-    if spec.startswith("rank:"):
-        try:
-            fixed = int(spec[5:])
-        except ValueError:
-            raise UsageError(f"bad rank in {spec!r}: expected rank:K with an integer K") from None
-        if fixed < 0:
-            raise UsageError(f"bad rank in {spec!r}: K must be ≥ 0")
-    plan = {}
-    for r in results:
-        if r.status != "ok" or r.base is None or len(r.base.shape) != 2 or r.base.position is not None:
-            continue
-        if fixed is not None:
-            plan[module_name(r.base.tensor)] = min(fixed, r.analysis.shape.p)
-            continue
-        m = r.analysis.methods.get(spec)
-        if m is None:
-            raise UsageError(f"method {spec!r} was not analysed; choose from {', '.join(r.analysis.methods)} "
-                             "or rank:K")
-        if m.ok:
-            plan[module_name(r.base.tensor)] = m.rank
-    return plan
+    from .scan import LayerResult
+    from .truncation import resolve_ranks
+
+    adaptable = [r for r in results
+                 if r.status == "ok" and len(r.base.shape) == 2 and r.base.position is None]
+    ranks = resolve_ranks(spec, [LayerResult(r.base, r.analysis) for r in adaptable])
+    return {module_name(r.base.tensor): min(ranks[r.base.name], r.analysis.shape.p)
+            for r in adaptable if r.base.name in ranks}
 
 
 def rank_pattern_document(plan: Mapping[str, int], method: str) -> dict:

@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import Checkpoint, Layer, matrix_view
 from .cosines import theta_hat
-from .errors import OutputExistsError, OutputWriteError, RmtError
+from .errors import OutputExistsError, OutputWriteError, UsageError
 from .paths import atomic_output, refuse_existing, remove_stale_temps
 from .scan import LayerResult
 from .spectrum import MatrixShape, as_float_matrix
@@ -104,19 +104,25 @@ def write_back(original: torch.Tensor, layer: Layer, new: np.ndarray) -> torch.T
 def resolve_ranks(spec: str, results: Iterable[LayerResult]) -> dict[str, int]:
     """``spec`` is a method name (its ŝ per layer) or ``rank:K``. Layers where the method is not
     applicable are left out (and so stay untouched). Returns layer name → kept rank."""
+    fixed = None
+    if spec.startswith("rank:"):
+        try:
+            fixed = int(spec[5:])
+        except ValueError:
+            raise UsageError(f"bad rank in {spec!r}: expected rank:K with an integer K") from None
+        if fixed < 0:
+            raise UsageError(f"bad rank in {spec!r}: K must be ≥ 0")
     plan: dict[str, int] = {}
     for r in results:
         if r.analysis is None or r.layer.matrix is None:
             continue
-        if spec.startswith("rank:"):
-            try:
-                plan[r.layer.name] = int(spec[5:])
-            except ValueError:
-                raise RmtError(f"bad rank in {spec!r}: expected rank:K with an integer K") from None
+        if fixed is not None:
+            plan[r.layer.name] = fixed
             continue
         m = r.analysis.methods.get(spec)
         if m is None:
-            raise RmtError(f"method {spec!r} was not analysed; choose from {', '.join(r.analysis.methods)}")
+            raise UsageError(f"method {spec!r} was not analysed; choose from {', '.join(r.analysis.methods)} "
+                             "or rank:K")
         if m.ok:
             plan[r.layer.name] = m.rank
     return plan
