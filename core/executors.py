@@ -23,7 +23,17 @@ from dataclasses import dataclass, replace
 
 from .checkpoint import Checkpoint, Layer
 from .errors import RmtError, RmtWarning, UsageError
-from .scan import AnalysisOptions, Cancelled, CancelToken, LayerResult, Progress, analyse_checkpoint
+from .scan import (
+    AnalysisOptions,
+    Cancelled,
+    CancelToken,
+    LayerResult,
+    Progress,
+    analyse_checkpoint,
+    analyse_layer,
+    cached_analysis,
+    config_of,
+)
 from .text import first_line
 
 EXECUTORS = "local, ray, ray:HOST:PORT or ray://HOST:PORT"
@@ -130,6 +140,25 @@ def _worker_checkpoint(path: str, conv_view: str, files: list[str]) -> Checkpoin
     return _OPENED[key][1]
 
 
+class _KeyRecorder:
+    """A cache that holds nothing: it keeps the content key ``analyse_layer`` computes, so that a
+    worker can send it to the driver, whose cache is the one that stores."""
+
+    key: str | None = None
+
+    def content_key_for(self, fingerprint: str) -> None:
+        return None
+
+    def load(self, key, shape, cfg) -> None:
+        return None
+
+    def remember_key(self, fingerprint: str, key: str) -> None:
+        self.key = key
+
+    def store(self, key, cfg, analysis) -> None:
+        pass
+
+
 def _analyse_task(path: str, conv_view: str, files: list[str], names: list[str], options: AnalysisOptions,
                   want_keys: bool, gpus: float) -> dict:
     """Runs on a worker: analyse these layers of the checkpoint (read here, by path). Returns the
@@ -139,11 +168,6 @@ def _analyse_task(path: str, conv_view: str, files: list[str], names: list[str],
         os.unlink(fault)
         os._exit(1)  # a worker lost mid-task, once: Ray runs the task again
     start = time.time()
-    from .analysis import analyse_matrix
-    from .cache import content_key
-    from .scan import _read_matrix, _unfit
-    from .spectrum import MatrixShape
-
     device = "cpu"
     if gpus > 0:  # declared GPUs without a real one (no device files: torch is not even imported): the CPU
         from .device import resolve_device
@@ -152,12 +176,9 @@ def _analyse_task(path: str, conv_view: str, files: list[str], names: list[str],
     opts = replace(options, use_cache=False, device=device)
     ckpt = _worker_checkpoint(path, conv_view, files)
     layers = [ckpt.layer(n) for n in names]
-    results, keys = [], []
-    if want_keys and len(layers) == 1 and layers[0].analysable and not _unfit(layers[0], opts):
-        layer = layers[0]
-        w = _read_matrix(ckpt, layer, MatrixShape(*layer.matrix))
-        keys.append(content_key(w, extra=f"pos={layer.position}"))
-        results.append(LayerResult(layer, analyse_matrix(w, opts.method_objects(), opts.weighting, opts.device)))
+    if want_keys and len(layers) == 1:  # a big layer: the content key, for the driver's cache
+        recorder = _KeyRecorder()
+        results, keys = [analyse_layer(ckpt, layers[0], opts, recorder)], [recorder.key]
     else:
         results = list(analyse_checkpoint(ckpt, opts, layers))
         keys = [None] * len(results)
@@ -258,7 +279,6 @@ class RayExecutor:
             progress: Progress | None = None, cancel: CancelToken | None = None,
             ordered: bool = True) -> Iterator[LayerResult]:
         from .cache import SpectrumCache
-        from .scan import _config, _unfit
 
         todo = list(ckpt.layers if layers is None else layers)
         total = len(todo)
@@ -267,19 +287,13 @@ class RayExecutor:
         files = sorted({str(ckpt.file_of(l.tensor)) for l in todo})
         self.preflight(ray, ckpt, files)
         cache = SpectrumCache() if options.use_cache else None
-        cfg = _config(options) if cache is not None else None
         ready: dict[int, LayerResult] = {}
         missing: list[int] = []
         for i, layer in enumerate(todo):  # what the driver's cache already holds is never submitted
             if not layer.analysable:
                 ready[i] = LayerResult(layer, None)
-            elif cache is not None and not _unfit(layer, options):
-                key = cache.content_key_for(ckpt.fingerprint(layer))
-                hit = cache.load(key, _shape(layer), cfg) if key is not None else None
-                if hit is not None:
-                    ready[i] = LayerResult(layer, hit)
-                    continue
-                missing.append(i)
+            elif (hit := cached_analysis(ckpt, layer, options, cache)) is not None:
+                ready[i] = LayerResult(layer, hit)
             else:
                 missing.append(i)
         batches = self._batches(ckpt, todo, missing)
@@ -311,7 +325,7 @@ class RayExecutor:
                     for i, r, key in zip(batch, out["results"], out["keys"]):
                         if cache is not None and key is not None and r.analysis is not None:
                             cache.remember_key(ckpt.fingerprint(r.layer), key)
-                            cache.store(key, cfg, r.analysis)
+                            cache.store(key, config_of(options), r.analysis)
                         done += 1
                         tick(done, total, r.layer.name)
                         if ordered:
@@ -368,11 +382,3 @@ class RayExecutor:
 
     def close(self) -> None:
         pass  # the Ray session stays for the process: starting one costs seconds
-
-
-def _shape(layer: Layer):
-    from .spectrum import MatrixShape
-
-    return MatrixShape(*layer.matrix)
-
-
