@@ -39,11 +39,11 @@ _PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float6
 def gguf_module():
     """The ``gguf`` package, or None when it is not installed."""
     try:
-        import gguf.quants  # noqa: F401
-
-        return __import__("gguf")
+        import gguf
+        import gguf.quants  # noqa: F401  (the dequantisers, used as gguf.quants)
     except ImportError:
         return None
+    return gguf
 
 
 @dataclass(frozen=True)
