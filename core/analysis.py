@@ -11,7 +11,7 @@ import numpy as np
 from .cosines import Cosines, avew_at, avew_curve, estimated_cosines
 from .fit_quality import KS_LIMIT, ks_distance
 from .methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
-from .spectrum import MatrixShape, as_float_matrix, numerical_rank, numerical_ranks, singular_values
+from .spectrum import MatrixShape, as_float_matrix, mp_edge, numerical_rank, numerical_ranks, singular_values
 
 # What a report shows of each method, in this order (JSON keys, CSV columns).
 METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "reason")
@@ -61,6 +61,19 @@ class MatrixAnalysis:
     @property
     def sv_max(self) -> float | None:
         return float(self.sv[0]) if self.sv.size else None
+
+    def edge(self, method: str | None = None) -> float | None:
+        """The fitted MP bulk edge s₊ = σ̂(√N + √p) of ``method`` (default: the first that
+        applies, BEMA by default) — the unit in which spectra of different scales line up at 1."""
+        for name, r in self.methods.items():
+            if (method is None or name == method) and r.ok and r.sigma2:
+                return mp_edge(r.sigma2, self.shape)
+        return None
+
+    def edge_ratio(self, method: str | None = None) -> float | None:
+        """s₁ / s₊: the top value in units of the fitted edge."""
+        edge = self.edge(method)
+        return self.sv_max / edge if edge and self.sv_max else None
 
     def cosines(self, method: str) -> Cosines | None:
         r = self.methods.get(method)

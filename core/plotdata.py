@@ -112,15 +112,6 @@ def linear_ticks(lo: float, hi: float, target: int = 5) -> tuple[list[float], li
 # ------------------------------------------------------------------ several checkpoints, one layer
 
 
-def edge_of(a: MatrixAnalysis) -> float | None:
-    """The fitted MP bulk edge s₊ = σ̂(√N + √p) of the first method that applies (BEMA by
-    default): the unit of the normalised overlay, so bulks line up at 1 across checkpoints."""
-    from .spectrum import mp_edge
-
-    r = next((r for r in a.methods.values() if r.ok and r.sigma2), None)
-    return mp_edge(r.sigma2, a.shape) if r is not None else None
-
-
 @dataclass(frozen=True)
 class Series:
     label: str
@@ -140,7 +131,7 @@ class OverlayData:
 
 
 def _scale(a: MatrixAnalysis, normalise: bool) -> float | None:
-    return (edge_of(a) if normalise else 1.0) or None
+    return (a.edge() if normalise else 1.0) or None
 
 
 def overlay_density(items: list[tuple[str, MatrixAnalysis]], normalise: bool = False, bins: int = 40

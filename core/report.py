@@ -125,18 +125,6 @@ COMPARE_SCHEMA = "rmt-tui/compare/1"
 DELTA_SCHEMA = "rmt-tui/delta/1"
 
 
-def _edge_ratios(r: LayerResult) -> dict[str, float | None]:
-    """s₁ / s₊ per method: the top value in units of that method's fitted MP edge (the overlay's
-    normalised axis; comparable across shapes and scales)."""
-    from .spectrum import mp_edge
-
-    a = r.analysis
-    out = {}
-    for m, res in (a.methods.items() if a is not None else ()):
-        out[m] = a.sv_max / mp_edge(res.sigma2, a.shape) if res.ok and res.sigma2 and a.sv_max else None
-    return out
-
-
 def compare_document(labels: Sequence[str], paths: Sequence[str], table, analysed: Sequence[tuple],
                      methods: Sequence[str], options: dict[str, Any]) -> dict[str, Any]:
     """``analysed``: (MatchRow, [LayerResult | None per checkpoint]) pairs."""
@@ -147,7 +135,8 @@ def compare_document(labels: Sequence[str], paths: Sequence[str], table, analyse
             rec = {"state": entry.state, "note": entry.note or None}
             if r is not None:
                 rec.update(layer_record(r, methods))
-                rec["sv_max_over_edge"] = _edge_ratios(r)
+                a = r.analysis  # s₁/s₊ per method: comparable across shapes and scales
+                rec["sv_max_over_edge"] = {m: a.edge_ratio(m) for m in a.methods} if a is not None else {}
             per[label] = rec
         layers.append({"key": row.key, "status": row.status, "rule": row.rule, "warnings": list(row.warnings),
                        "per_checkpoint": per})

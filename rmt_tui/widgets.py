@@ -13,7 +13,7 @@ from textual.widgets.tree import TreeNode
 
 from core.analysis import MatrixAnalysis
 from core.checkpoint import Layer
-from core.plotdata import edge_of, overlay_density, overlay_values
+from core.plotdata import overlay_density, overlay_values
 from core.scan import LayerResult
 
 from .plots import (
@@ -364,8 +364,7 @@ class ResultsPanel(Static):
             if a is None:
                 top.add_row(name, Text("–", style="dim"))
                 continue
-            edge = edge_of(a)
-            top.add_row(name, fmt(a.sv_max, ".3g"), fmt(a.sv_max / edge if edge and a.sv_max else None, ".3g"),
+            top.add_row(name, fmt(a.sv_max, ".3g"), fmt(a.edge_ratio(), ".3g"),
                         *(fmt(a.methods[m].rank, "d") + ("⚠" if a.methods[m].poor_fit else "") for m in methods))
         parts: list[RenderableType] = [Text(""), top]
         for m in methods:
