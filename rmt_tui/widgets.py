@@ -312,10 +312,10 @@ class ResultsPanel(Static):
         head = shown(layer.name, "bold")
         head.append(f"\n{layer.kind} · {layer.dtype} · stored {'×'.join(map(str, layer.shape)) or 'scalar'}")
         if result is None:
-            return [head, shown("\nanalysing…" if layer.matrix else f"\n{layer.reason}", "dim")]
+            return [head, shown("analysing…" if layer.matrix else layer.reason, "dim")]
         a = result.analysis
         if result.reason is not None:
-            head.append_text(shown(f"\nnot analysed: {result.reason}", "yellow"))
+            head.append("\n").append_text(shown(f"not analysed: {result.reason}", "yellow"))
             return [head]
         sh = a.shape
         view = f"matrix {sh.m}×{sh.n}" + (" (conv reshaped: out × in·kh·kw)" if layer.kind == "conv"
@@ -390,8 +390,8 @@ class ResultsPanel(Static):
             return [Text("ΔW = tuned − base: computing…", style="dim")]
         head = shown(f"ΔW = tuned − base ({d.base.name if d.base else '–'})")
         if d.status != "ok":
-            head.append_text(shown(f"\n{d.status}: {d.reason}" if d.reason else f"\n{d.status}",
-                                   "green" if d.status == "unchanged" else "yellow"))
+            head.append("\n").append_text(shown(f"{d.status}: {d.reason}" if d.reason else d.status,
+                                                 "green" if d.status == "unchanged" else "yellow"))
             return [head, *(shown(w, "yellow") for w in d.warnings)]
         a = d.analysis
         head.append(f"\nmatrix {a.shape.m}×{a.shape.n}  ‖ΔW‖/‖W‖={fmt(d.rel_fro, '.3g')}"

@@ -66,6 +66,7 @@ async def test_navigation_analyse_all_and_views():
         await settle(app, pilot)
         assert app.selected == LayerKey(0, "fc2.bias")
         assert "not analysed: 1-D" in panel_text(app)
+        assert "\\x0a" not in panel_text(app)  # a line break in the panel is a line break, not an escape
         await pilot.press("a")
         await settle(app, pilot)
         o = app.session.opened[0]
