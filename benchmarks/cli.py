@@ -73,8 +73,8 @@ def floor_seconds(path: Path) -> float:
     """gesdd values-only over every analysed matrix, already in memory (reading excluded)."""
     import scipy.linalg
 
-    from core.checkpoint import open_checkpoint
-    from core.spectrum import as_float_matrix
+    from core.io.checkpoint import open_checkpoint
+    from core.rmt.spectrum import as_float_matrix
 
     with open_checkpoint(path) as ck:
         mats = [as_float_matrix(ck.matrix(l)) for l in ck.layers if l.analysable]

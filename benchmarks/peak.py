@@ -13,10 +13,10 @@ PRELUDE = f"""
 import sys, json, time
 sys.path.insert(0, {str(ROOT)!r})
 import numpy
-from core.analysis import analyse_matrix
-from core.checkpoint import open_checkpoint
-from core.compare import delta_checkpoints
-from core.matching import match_layers
+from core.rmt.analysis import analyse_matrix
+from core.io.checkpoint import open_checkpoint
+from core.compare.delta import delta_checkpoints
+from core.compare.matching import match_layers
 from core.scan import AnalysisOptions, analyse_checkpoint
 analyse_matrix(numpy.random.default_rng(0).standard_normal((64, 48)))  # every lazy import, done
 

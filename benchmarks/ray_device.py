@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from core.checkpoint import open_checkpoint
 from core.executors import LocalExecutor, RayExecutor, RaySettings
+from core.io.checkpoint import open_checkpoint
 from core.scan import AnalysisOptions
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from core.checkpoint import open_checkpoint
 from core.executors import LocalExecutor, RayExecutor
+from core.io.checkpoint import open_checkpoint
 from core.scan import AnalysisOptions
 
 

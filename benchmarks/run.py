@@ -70,7 +70,7 @@ def floor_seconds(path: Path) -> float:
 
 
 def tool_seconds(path: Path, device: str, cache: Path) -> float:
-    from core.checkpoint import open_checkpoint
+    from core.io.checkpoint import open_checkpoint
     from core.scan import AnalysisOptions, analyse_checkpoint
 
     os.environ["RMT_TUI_CACHE_DIR"] = str(cache)

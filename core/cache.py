@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import MatrixAnalysis, MethodResult
-from .errors import RmtWarning
-from .paths import atomic_output, cache_dir, remove_stale_temps
-from .spectrum import MatrixShape
+from core.errors import RmtWarning
+from core.paths import atomic_output, cache_dir, remove_stale_temps
+from core.rmt.analysis import MatrixAnalysis, MethodResult
+from core.rmt.spectrum import MatrixShape
 
 FORMAT = 3
 

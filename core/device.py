@@ -4,7 +4,7 @@ from __future__ import annotations
 import glob
 import sys
 
-from .errors import UsageError
+from core.errors import UsageError
 
 
 def _no_gpu_here() -> bool:

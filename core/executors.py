@@ -21,20 +21,12 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from .checkpoint import Checkpoint, Layer
-from .errors import RmtError, RmtWarning, UsageError
-from .scan import (
-    AnalysisOptions,
-    Cancelled,
-    CancelToken,
-    LayerResult,
-    Progress,
-    analyse_checkpoint,
-    analyse_layer,
-    cached_analysis,
-    config_of,
-)
-from .text import first_line
+from core.errors import RmtError, RmtWarning, UsageError
+from core.io.checkpoint import Checkpoint
+from core.io.layers import Layer
+from core.progress import Cancelled, CancelToken, Progress, no_progress
+from core.scan import AnalysisOptions, LayerResult, analyse_checkpoint, analyse_layer, cached_analysis, config_of
+from core.text import first_line
 
 EXECUTORS = "local, ray, ray:HOST:PORT or ray://HOST:PORT"
 INSTALL = "pip install 'rmt-tui[ray]'"
@@ -117,7 +109,7 @@ def _probe(paths: list[str], want_cuda: bool) -> dict:
     """Runs on one node: what it sees of the checkpoint, its versions, and CUDA."""
     cuda = None
     if want_cuda:
-        from .device import resolve_device
+        from core.device import resolve_device
 
         try:
             cuda = resolve_device("auto") != "cpu"
@@ -134,7 +126,7 @@ def _worker_checkpoint(path: str, conv_view: str, files: list[str]) -> Checkpoin
     facts = tuple(sorted(_file_facts(files).items()))
     key = (path, conv_view)
     if key not in _OPENED or _OPENED[key][0] != facts:
-        from .checkpoint import open_checkpoint
+        from core.io.checkpoint import open_checkpoint
 
         _OPENED[key] = (facts, open_checkpoint(path, conv_view))
     return _OPENED[key][1]
@@ -170,7 +162,7 @@ def _analyse_task(path: str, conv_view: str, files: list[str], names: list[str],
     start = time.time()
     device = "cpu"
     if gpus > 0:  # declared GPUs without a real one (no device files: torch is not even imported): the CPU
-        from .device import resolve_device
+        from core.device import resolve_device
 
         device = resolve_device("auto")
     opts = replace(options, use_cache=False, device=device)
@@ -278,11 +270,11 @@ class RayExecutor:
     def run(self, ckpt: Checkpoint, layers: Iterable[Layer], options: AnalysisOptions,
             progress: Progress | None = None, cancel: CancelToken | None = None,
             ordered: bool = True) -> Iterator[LayerResult]:
-        from .cache import SpectrumCache
+        from core.cache import SpectrumCache
 
         todo = list(ckpt.layers if layers is None else layers)
         total = len(todo)
-        tick = progress or (lambda *a: None)
+        tick = progress or no_progress
         ray = self._ray()
         files = sorted({str(ckpt.file_of(l.tensor)) for l in todo})
         self.preflight(ray, ckpt, files)

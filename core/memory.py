@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import InsufficientMemoryError
+from core.errors import InsufficientMemoryError
 
 # Memory a read may not take: the rest of the process, the UI, the page cache's floor.
 HEADROOM = 256 << 20

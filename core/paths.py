@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputExistsError, OutputWriteError
+from core.errors import OutputExistsError, OutputWriteError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("RMT_TUI_DEMO_DIR", REPO_ROOT / "demo_models"))

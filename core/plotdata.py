@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .analysis import MatrixAnalysis
-from .mp import MarchenkoPastur
+from core.rmt.analysis import MatrixAnalysis
+from core.rmt.mp import MarchenkoPastur
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@ The schemas are versioned; the README documents them. Numbers that do not apply 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .analysis import METHOD_FIELDS
-from .scan import LayerResult
+from core.errors import UsageError
+from core.rmt.analysis import METHOD_FIELDS
+from core.scan import LayerResult
 
 if TYPE_CHECKING:  # evaluation needs torch; a report does not
-    from .outcomes import EvalReport, MetricSpec, SensitivityReport, SweepReport
+    from core.evaluate.outcomes import EvalReport, MetricSpec, SensitivityReport, SweepReport
 
 REPORT_SCHEMA = "rmt-tui/report/1"
 EVAL_SCHEMA = "rmt-tui/eval/2"
@@ -94,6 +97,12 @@ def sweep_document(checkpoint: str, evaluator: str, rep: SweepReport) -> dict[st
     }
 
 
+def sweep_csv_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    methods = list(doc["method_ranks"])
+    return (["rank", doc["primary"]["metric"]] + [f"avew_{m}" for m in methods],
+            [[pt["rank"], pt["value"]] + [pt["avew"][m] for m in methods] for pt in doc["points"]])
+
+
 def sensitivity_document(checkpoint: str, rep: SensitivityReport) -> dict[str, Any]:
     key = rep.primary.key
     plan = None
@@ -114,11 +123,26 @@ def sensitivity_document(checkpoint: str, rep: SensitivityReport) -> dict[str, A
 def plan_document(checkpoint: str, rep: SensitivityReport) -> dict[str, Any]:
     """What ``truncate --plan`` reads: layer → rank, with the budget it was found under, and the
     same ranks as PEFT LoraConfig fields (rank_pattern) for training or extracting an adapter."""
-    from .lora import module_name, rank_pattern_document
+    from core.compare.lora import module_name, rank_pattern_document
 
     pattern = rank_pattern_document({module_name(n): k for n, k in rep.planned.items()}, rep.plan_method or "")
     return {"schema": PLAN_SCHEMA, "checkpoint": checkpoint, "method": rep.plan_method, "budget": rep.budget,
             "primary": primary_record(rep.primary), "ranks": rep.planned, "rank_pattern": pattern}
+
+
+def read_plan(path: Path) -> tuple[dict[str, int], str]:
+    """A plan written by ``plan_document`` (`eval --each --budget … --plan-out`): (layer → rank,
+    the method it used)."""
+    try:
+        doc = json.loads(path.read_text())
+        ranks = doc["ranks"]
+        if not isinstance(ranks, dict) or not all(isinstance(k, int) and k >= 0 for k in ranks.values()):
+            raise ValueError("'ranks' must map layer names to ranks ≥ 0")
+        return {str(n): int(k) for n, k in ranks.items()}, str(doc.get("method") or "plan")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path}: not a plan written by `rmt-tui eval --each --budget … --plan-out` ({exc})") from None
 
 
 COMPARE_SCHEMA = "rmt-tui/compare/1"

@@ -1,45 +1,21 @@
 """Analyse the layers of a checkpoint one at a time, with progress, cancellation and the cache."""
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
 import numpy as np
 
-from .analysis import MatrixAnalysis, analyse_matrix, analyse_small
-from .cache import SpectrumCache, config_key, content_key
-from .checkpoint import Checkpoint, Layer
-from .memory import require_memory
-from .methods import make_methods
-from .spectrum import MatrixShape, working_bytes
-
-
-class Cancelled(Exception):
-    """Work stopped because its CancelToken was set."""
-
-
-class CancelToken:
-    """Set from any thread; long-running work checks it between layers."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled()
-
-
-Progress = Callable[[int, int, str], None]  # (done, total, what)
+from core.cache import SpectrumCache, config_key, content_key
+from core.io.checkpoint import Checkpoint
+from core.io.layers import Layer
+from core.memory import require_memory
+from core.progress import CancelToken, Progress, tracked
+from core.rmt.analysis import MatrixAnalysis, analyse_matrix, analyse_small
+from core.rmt.methods import DEFAULT_METHODS, make_methods
+from core.rmt.spectrum import MatrixShape, working_bytes
 
 
 @dataclass(frozen=True)
@@ -60,14 +36,14 @@ class LayerResult:
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    methods: tuple[str, ...] = ("bema", "broadening")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     params: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # ((method, ((key, value), …)), …)
     weighting: str = "uniform"
     device: str = "cpu"
     use_cache: bool = True
 
     @classmethod
-    def make(cls, methods=("bema", "broadening"), params: dict | None = None, **kw) -> AnalysisOptions:
+    def make(cls, methods=DEFAULT_METHODS, params: dict | None = None, **kw) -> AnalysisOptions:
         frozen = tuple((m, tuple(sorted(p.items()))) for m, p in (params or {}).items())
         return cls(tuple(methods), frozen, **kw)
 
@@ -146,16 +122,10 @@ def analyse_checkpoint(ckpt: Checkpoint, options: AnalysisOptions = AnalysisOpti
     todo = list(ckpt.layers if layers is None else layers)
     cache = SpectrumCache() if options.use_cache else None
     small: dict[int, LayerResult] = {}  # results computed ahead, in bulk, for small matrices
-    for i, layer in enumerate(todo):
-        if cancel is not None:
-            cancel.check()
-        if progress:
-            progress(i, len(todo), layer.name)
+    for i, layer in enumerate(tracked(todo, progress, cancel, label=lambda l: l.name)):
         if i not in small and options.device == "cpu" and _unfit(layer, options):
             small = _analyse_small_run(ckpt, todo, i, options)
         yield small.pop(i) if i in small else analyse_layer(ckpt, layer, options, cache)
-    if progress:
-        progress(len(todo), len(todo), "")
 
 
 SMALL_BATCH = 2048  # layers analysed ahead at a time: bounds the memory the batch holds

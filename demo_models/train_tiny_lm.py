@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.hf import TEXT_OFFSET, default_text  # noqa: E402
+from core.evaluate.hf import TEXT_OFFSET, default_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "tiny-llama"
 VOCAB, HIDDEN, LAYERS, HEADS, INTERMEDIATE = 2048, 64, 2, 4, 256

@@ -47,14 +47,16 @@ denied; nothing left behind), 130 interrupted (Ctrl-C)"""
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    from core.rmt.methods import DEFAULT_METHODS, METHODS
+
     g = p.add_argument_group("analysis")
-    g.add_argument("--methods", default="bema,broadening", help="comma list of methods (default: %(default)s)")
+    g.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma list of methods, from {', '.join(METHODS)} (default: %(default)s)")
     g.add_argument("--layers", action="append", metavar="GLOB", help="only layers matching GLOB (repeatable)")
-    g.add_argument("--alpha", type=float, default=0.2, help="BEMA bulk trimming α (default: %(default)s)")
-    g.add_argument("--beta", type=float, default=0.1,
-                   help="BEMA Tracy–Widom tail probability β in [0.001, 0.5] (default: %(default)s)")
-    g.add_argument("--width", type=int, default=4, help="broadening neighbour count a (default: %(default)s)")
-    g.add_argument("--delta", type=float, default=0.02, help="broadening outlier margin δ (default: %(default)s)")
+    for cls in METHODS.values():  # each method's own parameters, as it declares them
+        for prm, default in zip(cls.params, cls().settings().values()):
+            g.add_argument(prm.flag, type=prm.type, default=default,
+                           help=f"{prm.help} in {prm.allowed()} (default: %(default)s)")
     g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform",
                    help="Avew weights (default: %(default)s)")
     g.add_argument("--conv-view", choices=("reshape", "positions"), default="reshape",
@@ -93,6 +95,8 @@ def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.rmt.methods import DEFAULT_METHODS, METHODS
+
     ap = argparse.ArgumentParser(prog="rmt-tui", description="Signal and noise in neural-network weights: "
                                  "random-matrix spectra, thresholds, truncation and evaluation.", epilog=EPILOG)
     ap.add_argument("--version", action="version", version=f"rmt-tui {__version__}")
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write each module's ŝ(ΔW) as PEFT rank_pattern/alpha_pattern (adapter_config fields)")
     dl.add_argument("--extract-lora", type=Path, metavar="OUT.safetensors",
                     help="write a LoRA adapter (lora_A, lora_B per module) with W_base + B·A = the truncated delta")
-    dl.add_argument("--lora-rank", default="bema", metavar="bema|broadening|rank:K",
+    dl.add_argument("--lora-rank", default=DEFAULT_METHODS[0], metavar="|".join(METHODS) + "|rank:K",
                     help="the rank of each module in both exports (default: %(default)s, its ŝ(ΔW))")
     dl.add_argument("--force", action="store_true", help="replace output files that exist")
     _add_analysis_options(dl)
@@ -133,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("truncate", help="truncate layers to a method's rank and write safetensors", epilog=EPILOG)
     tr.add_argument("path", metavar="PATH")
     how = tr.add_mutually_exclusive_group(required=True)
-    how.add_argument("--method", metavar="bema|broadening|rank:K")
+    how.add_argument("--method", metavar="|".join(METHODS) + "|rank:K")
     how.add_argument("--plan", type=Path, metavar="PLAN.json", help="the ranks of `eval --each --budget … --plan-out`")
     tr.add_argument("--mode", choices=("hard", "shrink"), default="hard")
     tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-layer sensitivity: truncate each layer alone to each method's ŝ, sorted by damage")
     ev.add_argument("--budget", metavar="METRIC=VALUE", help="with --each: add layers, least damaging first, while "
                     "the model stays within e.g. kl=0.05, fidelity=0.99 or accuracy=-0.5pt")
-    ev.add_argument("--plan-method", default="bema", choices=("bema", "broadening"),
+    ev.add_argument("--plan-method", default=DEFAULT_METHODS[0], choices=tuple(METHODS),
                     help="the method whose ŝ the plan uses (default: %(default)s)")
     ev.add_argument("--plan-out", type=Path, metavar="PLAN.json",
                     help="write the plan (layer → rank) for `truncate --plan`; --force replaces it")
@@ -174,15 +178,15 @@ def analysis_options(args, resolve_auto: bool = True):
     """The analysis options from the command line. The app leaves ``--device auto`` for its
     analysis process to resolve, so that starting it does not wait for torch to import."""
     from core.device import resolve_device
-    from core.methods import METHODS
+    from core.rmt.methods import METHODS
     from core.scan import AnalysisOptions
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(METHODS)}")
-    params = {"bema": {"alpha": args.alpha, "beta": args.beta}, "broadening": {"a": args.width, "delta": args.delta}}
-    opts = AnalysisOptions.make(methods, {m: params[m] for m in methods}, weighting=args.weighting,
+    params = {m: {prm.name: getattr(args, prm.dest) for prm in METHODS[m].params} for m in methods}
+    opts = AnalysisOptions.make(methods, params, weighting=args.weighting,
                                 device=resolve_device(args.device) if resolve_auto or args.device != "auto" else "auto",
                                 use_cache=not args.no_cache)
     try:
@@ -217,13 +221,15 @@ def progress_bar(label: str):
         yield update
 
 
-def open_and_analyse(args, layers_required: bool = False):
-    from core.checkpoint import open_checkpoint
+def open_and_analyse(args, ws=None):
+    """Open ``args.path`` (in the workspace ``ws``, when the job that follows uses it) and analyse
+    the selected layers; returns (checkpoint, options, results)."""
+    from core.jobs import Workspace
     from core.scan import select_layers
 
     opts = analysis_options(args)
     executor = executor_from(args)
-    ckpt = open_checkpoint(args.path, conv_view=args.conv_view)
+    ckpt = (ws or Workspace()).checkpoint(args.path, args.conv_view)
     layers = select_layers(ckpt, args.layers)
     if args.layers and not layers:
         raise UsageError(f"no layer of {args.path} matches {', '.join(args.layers)}")
@@ -274,15 +280,16 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def open_matched(paths, args, labels=None):
+def open_matched(paths, args, labels=None, ws=None):
     """Open the checkpoints and pair their layers; the match summary goes to stderr before any
-    analysis starts."""
-    from core.checkpoint import open_checkpoint
-    from core.compare import select_rows
-    from core.matching import match_layers
+    analysis starts. With a workspace (two paths) the pairing is the one its jobs use."""
+    from core.compare.delta import select_rows
+    from core.compare.matching import match_layers
+    from core.jobs import Workspace
 
-    ckpts = [open_checkpoint(p, conv_view=args.conv_view) for p in paths]
-    table = match_layers(ckpts, labels)
+    ws = ws or Workspace()
+    ckpts = [ws.checkpoint(p, args.conv_view) for p in paths]
+    table = ws.pair(*paths, args.conv_view) if len(paths) == 2 and labels is None else match_layers(ckpts, labels)
     rows = select_rows(table, args.layers)
     if args.layers and not rows:
         raise UsageError(f"no layer matches {', '.join(args.layers)}")
@@ -292,7 +299,7 @@ def open_matched(paths, args, labels=None):
 
 
 def cmd_compare(args) -> int:
-    from core.compare import compare_checkpoints
+    from core.compare.delta import compare_checkpoints
     from core.report import compare_csv_rows, compare_document
 
     if len(args.paths) < 2:
@@ -308,7 +315,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_delta(args) -> int:
-    from core.compare import delta_checkpoints
+    from core import jobs
+    from core.jobs import DeltaRequest, Workspace
     from core.paths import refuse_existing
     from core.report import delta_csv_rows, delta_document
 
@@ -318,9 +326,11 @@ def cmd_delta(args) -> int:
         if out.resolve() in (Path(args.base).resolve(), Path(args.tuned).resolve()):
             raise UsageError(f"{out}: refusing to write over a source checkpoint")
     opts = analysis_options(args)
-    (base, tuned), table, rows = open_matched([args.base, args.tuned], args)
+    ws = Workspace()
+    (base, tuned), table, rows = open_matched([args.base, args.tuned], args, ws=ws)
+    pairs = tuple(tuple(e.name for e in r.entries) for r in rows)
     with progress_bar("delta") as tick:
-        results = list(delta_checkpoints(base, tuned, rows, opts, progress=tick))
+        results = jobs.delta(DeltaRequest(args.base, args.tuned, opts, pairs, args.conv_view), tick, ws=ws)
     doc = delta_document(str(base.path), str(tuned.path), table, results, opts.methods, options_record(args, opts))
     if outputs:
         write_delta_exports(args, base, tuned, results)
@@ -329,7 +339,7 @@ def cmd_delta(args) -> int:
 
 
 def write_delta_exports(args, base, tuned, results) -> None:
-    from core.lora import delta_ranks, extract_lora, rank_pattern_document
+    from core.compare.lora import delta_ranks, extract_lora, rank_pattern_document
     from core.paths import write_text_output
 
     plan = delta_ranks(results, args.lora_rank)
@@ -349,8 +359,11 @@ def write_delta_exports(args, base, tuned, results) -> None:
 
 
 def cmd_truncate(args) -> int:
+    from core import jobs
+    from core.jobs import TruncateRequest, Workspace
     from core.paths import refuse_existing
-    from core.truncation import export_safetensors, resolve_ranks, truncate_checkpoint
+    from core.report import read_plan
+    from core.truncation import resolve_ranks
 
     refuse_existing(args.output, args.force)  # before the analysis, not after it
     if args.output.resolve() == Path(args.path).resolve():
@@ -358,51 +371,32 @@ def cmd_truncate(args) -> int:
     if args.plan is not None:
         plan, args.method = read_plan(args.plan)
         args.layers = (args.layers or []) + list(plan)
-    ckpt, opts, results = open_and_analyse(args)
+    ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
     if args.plan is None:
         plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
     elif missing := [n for n in plan if n not in {r.layer.name for r in results if r.layer.analysable}]:
         raise UsageError(f"{args.plan}: names layers {args.path} has no matrix for: {', '.join(missing[:3])}")
-    sigma2 = {}
-    if args.mode == "shrink":
-        if args.method not in opts.methods:
-            raise UsageError("--mode shrink needs a method (bema or broadening), not a fixed rank")
-        sigma2 = {r.layer.name: r.analysis.methods[args.method].sigma2 for r in results if r.layer.name in plan}
+    sigma2 = jobs.shrink_variances(args.method, results, plan, opts.methods) if args.mode == "shrink" else {}
     with progress_bar("truncating"):
-        state = truncate_checkpoint(ckpt, plan, args.mode, sigma2)
-    meta = {"rmt_tui.source": str(ckpt.path), "rmt_tui.method": args.method, "rmt_tui.mode": args.mode,
-            "rmt_tui.ranks": json.dumps(plan)}
-    meta.update({k: v for k, v in ckpt.metadata.items() if not k.startswith("rmt_tui.") or k == "rmt_tui.evaluator"})
-    export_safetensors(state, args.output, meta, overwrite=args.force)
+        jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, args.mode, sigma2, args.force,
+                                      args.conv_view), ws=ws)
     for name, k in plan.items():
         print(f"{name}: rank {k}", file=sys.stderr)
     print(f"wrote {args.output} ({len(plan)} layers truncated, {args.mode})", file=sys.stderr)
     return EXIT_OK
 
 
-def read_plan(path: Path) -> tuple[dict[str, int], str]:
-    """A plan written by `eval --each --budget … --plan-out`: (layer → rank, the method it used)."""
-    try:
-        doc = json.loads(path.read_text())
-        ranks = doc["ranks"]
-        if not isinstance(ranks, dict) or not all(isinstance(k, int) and k >= 0 for k in ranks.values()):
-            raise ValueError("'ranks' must map layer names to ranks ≥ 0")
-        return {str(n): int(k) for n, k in ranks.items()}, str(doc.get("method") or "plan")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UsageError(f"{path}: not a plan written by `rmt-tui eval --each --budget … --plan-out` ({exc})") from None
-
-
 def evaluator_choice(args):
     from core.device import resolve_device
-    from core.outcomes import EvaluatorChoice
+    from core.evaluate.outcomes import EvaluatorChoice
 
     return EvaluatorChoice(args.evaluator, args.text, resolve_device(args.device))
 
 
 def cmd_eval(args) -> int:
-    from core.evaluation import choose_evaluator, evaluate_truncations
+    from core import jobs
+    from core.jobs import EvaluateRequest, Workspace
     from core.report import eval_document
 
     if (args.budget or args.plan_out) and not args.each:
@@ -413,64 +407,66 @@ def cmd_eval(args) -> int:
         from core.paths import refuse_existing
 
         refuse_existing(args.plan_out, args.force)
-    ckpt, opts, results = open_and_analyse(args)
-    name, evaluator = choose_evaluator(ckpt, evaluator_choice(args))
+    ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
+    choice = evaluator_choice(args)
+    ws.evaluator(args.path, args.conv_view, choice)  # chosen (and its reference set) before the bar starts
     if args.each:
-        return eval_each(args, ckpt, opts, results, name, evaluator)
+        return eval_each(args, ws, opts, results, choice)
     with progress_bar("evaluating") as tick:
-        rep = evaluate_truncations(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
-    doc = eval_document(str(ckpt.path), name, rep)
-    emit(args.format, doc, lambda t, d: t.eval_table(d))
-    if args.format == "table" and (where := getattr(evaluator, "where", None)):
-        print(f"evaluated on {where}", file=sys.stderr)
+        rep = jobs.evaluate(EvaluateRequest(args.path, tuple(results), choice, opts.methods, args.mode,
+                                            args.conv_view), tick, ws=ws)
+    emit(args.format, eval_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.eval_table(d))
+    _say_where(args, ws, choice)
     return EXIT_OK
 
 
-def eval_each(args, ckpt, opts, results, name, evaluator) -> int:
-    from dataclasses import replace
+def _say_where(args, ws, choice) -> None:
+    """Under a table, what the evaluator scored (the label-free ones' text windows)."""
+    _, evaluator = ws.evaluator(args.path, args.conv_view, choice)
+    if args.format == "table" and (where := getattr(evaluator, "where", None)):
+        print(f"evaluated on {where}", file=sys.stderr)
 
-    from core.evaluation import layer_sensitivity, parse_budget, plan_within_budget, primary_of
+
+def eval_each(args, ws, opts, results, choice) -> int:
+    from core import jobs
+    from core.jobs import SensitivityRequest
     from core.report import plan_document, sensitivity_document
 
-    if args.budget:
-        parse_budget(args.budget, primary_of(evaluator))  # a typo fails now, not after the job
-    with progress_bar("each layer") as tick:
-        rep = layer_sensitivity(ckpt, results, evaluator, opts.methods, args.mode, progress=tick)
-    if args.budget:
-        with progress_bar("planning") as tick:
-            rep = plan_within_budget(ckpt, results, evaluator, rep, args.plan_method, args.budget, args.mode,
-                                     progress=tick)
-    rep = replace(rep, evaluator=name)
-    doc = sensitivity_document(str(ckpt.path), rep)
+    req = SensitivityRequest(args.path, tuple(results), choice, opts.methods, args.mode, args.plan_method,
+                             args.budget, args.conv_view)
+    with progress_bar("each layer" + (" and a plan" if args.budget else "")) as tick:
+        rep = jobs.sensitivity(req, tick, ws=ws)
+    path = str(ws.checkpoint(args.path, args.conv_view).path)
     if args.plan_out is not None:
         from core.paths import write_text_output
 
-        write_text_output(args.plan_out, json.dumps(plan_document(str(ckpt.path), rep), indent=2) + "\n",
-                          overwrite=args.force)
+        write_text_output(args.plan_out, json.dumps(plan_document(path, rep), indent=2) + "\n", overwrite=args.force)
         print(f"wrote {args.plan_out} ({len(rep.planned)} layers)", file=sys.stderr)
-    emit(args.format, doc, lambda t, d: t.sensitivity_table(d))
+    emit(args.format, sensitivity_document(path, rep), lambda t, d: t.sensitivity_table(d))
     return EXIT_OK
 
 
 def cmd_sweep(args) -> int:
-    from core.evaluation import choose_evaluator, parse_ranks, sweep_layer
-    from core.report import sweep_document
+    from core import jobs
+    from core.evaluate.measure import parse_ranks
+    from core.jobs import SweepRequest, Workspace
+    from core.report import sweep_csv_rows, sweep_document
 
     args.layers = [args.layer]
-    ckpt, opts, results = open_and_analyse(args)
+    ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
     result = next((r for r in results if r.layer.name == args.layer), None)
     if result is None:
         raise UsageError(f"no layer named {args.layer!r} in {args.path}")
-    name, evaluator = choose_evaluator(ckpt, evaluator_choice(args))
+    choice = evaluator_choice(args)
+    ws.evaluator(args.path, args.conv_view, choice)
     p = result.analysis.shape.p if result.analysis else 0
-    ranks = parse_ranks(args.ranks, p) if args.ranks else None
+    ranks = tuple(parse_ranks(args.ranks, p)) if args.ranks else None
     with progress_bar("sweeping") as tick:
-        rep = sweep_layer(ckpt, result, evaluator, ranks, progress=tick)
-    doc = sweep_document(str(ckpt.path), name, rep)
-    methods = list(rep.method_ranks)
-    emit(args.format, doc, lambda t, d: t.sweep_table(d),
-         lambda d: (["rank", d["primary"]["metric"]] + [f"avew_{m}" for m in methods],
-                    [[pt["rank"], pt["value"]] + [pt["avew"][m] for m in methods] for pt in d["points"]]))
+        rep = jobs.sweep(SweepRequest(args.path, result, choice, ranks, args.conv_view), tick, ws=ws)
+    emit(args.format, sweep_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.sweep_table(d),
+         sweep_csv_rows)
     return EXIT_OK
 
 
@@ -481,12 +477,12 @@ def cmd_app(args) -> int:
 
     opts = analysis_options(args, resolve_auto=False)
     paths = [Path(p) for p in args.paths] or [DEFAULT_DEMO_MODEL]
-    from core.outcomes import EvaluatorChoice
+    from core.evaluate.outcomes import EvaluatorChoice
 
     choice = EvaluatorChoice(args.evaluator, args.text, opts.device if opts.device != "auto" else "cpu")
     executor_from(args)  # a bad --executor fails here, before the app starts
     executor = (args.executor, args.gpus_per_task, args.cpus_per_task, args.max_retries)
-    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator_spec=choice, executor=executor).run()
+    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator=choice, executor=executor).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
     # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from core.methods import short_label
+from core.rmt.methods import short_label
 from core.scan import LayerResult
 
 from .session import LayerKey, Session

@@ -11,9 +11,8 @@ from core.scan import LayerResult
 from .session import Job, LayerKey
 
 if TYPE_CHECKING:
-    from core.compare import DeltaResult
-    from core.evaluation import EvalReport, SweepReport
-    from core.outcomes import SensitivityReport
+    from core.compare.delta import DeltaResult
+    from core.evaluate.outcomes import EvalReport, SensitivityReport, SweepReport
 
 
 @dataclass

@@ -1,22 +1,22 @@
-"""Draw the three plot views with plotext as ANSI text of a given size. Numbers come from
+"""Draw the plot views (VIEW_TITLES) with plotext as ANSI text of a given size. Numbers come from
 ``core.plotdata`` and the evaluation records; this module only draws. plotext keeps global
 state, so these functions run on the UI thread only."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import plotext as plt
 
-from core.analysis import MatrixAnalysis
-from core.methods import short_label
 from core.plotdata import OverlayData, histogram_data, linear_ticks, values_data
+from core.rmt.analysis import MatrixAnalysis
+from core.rmt.methods import METHODS, short_label
 
 if TYPE_CHECKING:
-    from core.evaluation import SweepReport
+    from core.evaluate.outcomes import SweepReport
 
-# One colour and one marker per method, so the legend reads with or without colour.
-STYLE = {"bema": ("red", "•"), "broadening": ("cyan", "+")}
-DEFAULT_STYLE = ("magenta", "x")
+# One colour and one marker per method, so the legend reads with or without colour: the n-th
+# registered method takes the n-th pair (a new method needs no entry here).
+METHOD_STYLES = (("red", "•"), ("cyan", "+"), ("magenta", "x"), ("green", "*"), ("yellow", "o"), ("blue", "#"))
 VIEWS = ("histogram", "values", "sweep")
 # Views of several checkpoints, in the cycle when two or more are open (delta: when a base is marked).
 COMPARE_VIEWS = ("compare-density", "compare-values", "trajectory")
@@ -29,9 +29,22 @@ SERIES_COLORS = ("red", "cyan", "green", "yellow", "magenta", "blue", "orange", 
 SERIES_MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
 
 
-def style(method: str):
-    color, marker = STYLE.get(method, DEFAULT_STYLE)
-    return color, marker, short_label(method)
+class MethodStyle(NamedTuple):
+    color: str
+    marker: str
+    label: str  # the method's short label
+
+
+def style(method: str) -> MethodStyle:
+    names = list(METHODS)
+    i = names.index(method) if method in names else len(METHOD_STYLES) - 1
+    return MethodStyle(*METHOD_STYLES[i % len(METHOD_STYLES)], short_label(method))
+
+
+def _marks_key(o: OverlayData, what: str) -> str:
+    """'• τ BEMA · + τ GB': the threshold marks the overlay draws, in registry order."""
+    shown = {m for s in o.series for m in s.marks}
+    return " · ".join(f"{style(m).marker} {what} {style(m).label}" for m in METHODS if m in shown)
 
 
 LEGEND_MIN_HEIGHT = 16  # below this the legend would cover the data; the results panel keys the markers
@@ -120,8 +133,6 @@ def draw_sweep(rep: SweepReport, width: int, height: int, color: bool = True) ->
     return plt.build()
 
 
-
-
 def series_style(i: int, color: bool) -> tuple[str | None, str]:
     return (SERIES_COLORS[i % len(SERIES_COLORS)], "braille") if color else (None, SERIES_MARKERS[i % 8])
 
@@ -129,7 +140,7 @@ def series_style(i: int, color: bool) -> tuple[str | None, str]:
 def _mark_marker(method: str, i: int, color: bool) -> str:
     """Threshold marks: the method's marker in colour (the colour names the checkpoint), the
     checkpoint's marker without colour."""
-    return style(method)[1] if color else SERIES_MARKERS[i % len(SERIES_MARKERS)]
+    return style(method).marker if color else SERIES_MARKERS[i % len(SERIES_MARKERS)]
 
 
 def draw_overlay_density(o: OverlayData, width: int, height: int, color: bool = True) -> str:
@@ -145,7 +156,7 @@ def draw_overlay_density(o: OverlayData, width: int, height: int, color: bool = 
     plt.xticks(*linear_ticks(0.0, o.x_max, max(2, width // 14)))
     plt.ylim(0, top * 1.1)
     plt.title(VIEW_TITLES["compare-density"] + (" ÷ own edge s₊" if o.unit != "s" else ""))
-    marks = " · ".join(f"{style(m)[1]} τ {style(m)[2]}" for m in STYLE)
+    marks = _marks_key(o, "τ")
     plt.xlabel(f"{o.unit}   ({marks}{f'; {o.off_plot} beyond' if o.off_plot else ''})")
     return plt.build()
 
@@ -164,7 +175,7 @@ def draw_overlay_values(o: OverlayData, width: int, height: int, color: bool = T
     plt.xlim(1, max(o.x_max, 2))
     plt.xticks(*linear_ticks(1, o.x_max, max(2, width // 14)))
     plt.title(VIEW_TITLES["compare-values"] + (" ÷ own edge s₊" if o.unit != "s" else ""))
-    marks = " · ".join(f"{style(m)[1]} ŝ {style(m)[2]}" for m in STYLE)
+    marks = _marks_key(o, "ŝ")
     plt.xlabel(f"index i (descending)   ({marks})")
     return plt.build()
 
@@ -174,7 +185,7 @@ def draw_trajectory(labels: list[str], items: list[MatrixAnalysis | None], width
     """ŝ per method (left axis) and BEMA's σ̂² (right axis) against the checkpoints, in order."""
     _start(width, height, color)
     xs = list(range(1, len(labels) + 1))
-    methods = [m for m in STYLE if any(a is not None and m in a.methods for a in items)]
+    methods = [m for m in METHODS if any(a is not None and m in a.methods for a in items)]
     for method in methods:
         c, m, label = style(method)
         pts = [(x, a.methods[method].rank) for x, a in zip(xs, items)
@@ -186,7 +197,7 @@ def draw_trajectory(labels: list[str], items: list[MatrixAnalysis | None], width
            if first and a is not None and first in a.methods and a.methods[first].ok]
     if pts:
         plt.plot(*zip(*pts), color=_c(color, "white"), marker="o", yside="right",
-                 label=_label(f"σ̂² {style(first)[2]} (right)", height))
+                 label=_label(f"σ̂² {style(first).label} (right)", height))
     plt.xticks(xs, labels)
     plt.xlim(0.7, len(labels) + 0.3)
     plt.title(VIEW_TITLES["trajectory"])

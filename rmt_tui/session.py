@@ -8,13 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.checkpoint import Checkpoint, Layer, open_checkpoint
-from core.matching import TIED, MatchRow, MatchTable, labels_for, match_layers
-from core.scan import CancelToken, LayerResult
+from core.compare.matching import TIED, MatchRow, MatchTable, labels_for, match_layers
+from core.evaluate.outcomes import EvaluatorChoice
+from core.io.checkpoint import Checkpoint, open_checkpoint
+from core.io.layers import Layer
+from core.progress import CancelToken
+from core.scan import LayerResult
 
 if TYPE_CHECKING:  # evaluation (torch) runs in the engine's worker process, never in the UI
-    from core.compare import DeltaResult
-    from core.evaluation import EvalReport, SweepReport
+    from core.compare.delta import DeltaResult
+    from core.evaluate.outcomes import EvalReport, SweepReport
 
 ALL_LAYERS = "*"  # the key of an evaluation over every analysed layer
 
@@ -65,9 +68,9 @@ class Job:
 
 
 class Session:
-    def __init__(self, conv_view: str = "reshape", evaluator_spec: str | None = None):
+    def __init__(self, conv_view: str = "reshape", evaluator: EvaluatorChoice = EvaluatorChoice()):
         self.conv_view = conv_view
-        self.evaluator_spec = evaluator_spec
+        self.evaluator = evaluator  # which evaluator the user asked for (jobs resolve it per checkpoint)
         self.opened: list[Opened] = []
         self.jobs: dict[str, Job] = {}
         self.match: MatchTable | None = None  # the layers paired across checkpoints (two or more open)
@@ -118,6 +121,55 @@ class Session:
 
     def result(self, key: LayerKey) -> LayerResult | None:
         return self.opened[key.ckpt].results.get(key.name)
+
+    def unanalysed(self) -> list[tuple[Opened, str]]:
+        """Every (checkpoint, layer name) with no result yet, in tree order."""
+        return [(o, l.name) for o in self.opened for l in o.ckpt.layers if l.name not in o.results]
+
+    def unanalysed_matches(self, key: LayerKey) -> list[LayerKey]:
+        """The selected layer's matches (itself included) that have a matrix and no result yet."""
+        return [k for k in self.matched(key) if k is not None and self.result(k) is None and self.layer(k).analysable]
+
+    # -- what jobs found ----------------------------------------------------------------------
+    def record_result(self, key: LayerKey, result: LayerResult) -> None:
+        self.opened[key.ckpt].results[key.name] = result
+
+    def record_no_matrix(self, key: LayerKey) -> None:
+        """A layer with no matrix view: its reason is the whole story, and nothing is computed."""
+        self.record_result(key, LayerResult(self.layer(key), None))
+
+    def record_eval(self, ckpt: int, scope: str, report: EvalReport) -> None:
+        """``scope``: a layer name, or ALL_LAYERS for an evaluation of every analysed layer."""
+        self.opened[ckpt].evals[scope] = report
+
+    def record_sweep(self, key: LayerKey, report: SweepReport) -> None:
+        self.opened[key.ckpt].sweeps[key.name] = report
+
+    def record_delta(self, base: int, key: LayerKey, result: DeltaResult) -> None:
+        self.deltas[base, key] = result
+
+    # -- the base and deltas ------------------------------------------------------------------
+    def toggle_base(self, ckpt: int) -> int | None:
+        """Mark ``ckpt`` as the base of deltas, or unmark it if it is; returns the base now."""
+        self.base = None if self.base == ckpt else ckpt
+        return self.base
+
+    def delta_wanted(self, key: LayerKey) -> bool:
+        """A base is marked and this layer is in another checkpoint."""
+        return self.base is not None and key.ckpt != self.base
+
+    def base_key(self, key: LayerKey) -> LayerKey | None:
+        """The base's layer that ``key`` is a delta against (None: no delta, or no such layer)."""
+        return self.matched(key)[self.base] if self.delta_wanted(key) else None
+
+    def delta(self, key: LayerKey) -> DeltaResult | None:
+        return self.deltas.get((self.base, key)) if self.delta_wanted(key) else None
+
+    def delta_note(self, key: LayerKey) -> str:
+        """Why there is no delta to show although one is wanted ("" when there is, or none is wanted)."""
+        if self.delta_wanted(key) and self.base_key(key) is None:
+            return f"no delta: {self.opened[self.base].path.name} (base) has no such layer"
+        return ""
 
     # -- jobs ---------------------------------------------------------------------------------
     def start_job(self, name: str, label: str, on_progress: Callable[[Job], None] | None = None) -> Job:

@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from core.methods import short_label
+from core.rmt.methods import short_label
 from core.text import printable
 
 

@@ -11,9 +11,10 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from core.analysis import MatrixAnalysis
-from core.checkpoint import Layer
+from core.io.layers import Layer
 from core.plotdata import overlay_density, overlay_values
+from core.rmt.analysis import MatrixAnalysis
+from core.rmt.methods import METHODS
 from core.scan import LayerResult
 
 from .plots import (
@@ -32,11 +33,8 @@ from .session import ALL_LAYERS, LayerKey, Opened
 from .tables import fmt, short_labels, shown
 
 if TYPE_CHECKING:
-    from core.compare import DeltaResult
-    from core.evaluation import EvalReport, SweepReport
-
-METHOD_ORDER = ("bema", "broadening")
-
+    from core.compare.delta import DeltaResult
+    from core.evaluate.outcomes import EvalReport, SweepReport
 
 class LeanFooter(Footer):
     """Textual's Footer (8.2.8) rebuilds its keys whenever the bindings change, and each new key
@@ -59,7 +57,7 @@ def rank_marks(result: LayerResult | None) -> Text:
     if result.reason is not None:
         return Text(" –", style="dim")
     for m, r in result.analysis.methods.items():
-        label = style(m)[2][0]
+        label = style(m).label[0]
         t.append(f" {label}{fmt(r.rank, 'd') if r.ok else '–'}", style="bold" if r.ok else "dim")
         if r.poor_fit:
             t.append("⚠", style="yellow")
@@ -328,7 +326,7 @@ class ResultsPanel(Static):
         """Each method's σ̂², τ, ŝ, Avew and fit, one column per method."""
         t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         t.add_column("")
-        methods = [m for m in METHOD_ORDER if m in a.methods] + [m for m in a.methods if m not in METHOD_ORDER]
+        methods = [m for m in METHODS if m in a.methods] + [m for m in a.methods if m not in METHODS]
         for m in methods:
             c, mk, label = style(m)
             t.add_column(Text(f"{mk} {label}", style=c), justify="right")
@@ -343,7 +341,7 @@ class ResultsPanel(Static):
                     cell.append(" ⚠ poor", style="yellow")
                 cells.append(cell)
             t.add_row(label, *cells)
-        notes = [Text(f"{style(m)[2]}: n/a — {a.methods[m].reason}", style="dim") for m in methods
+        notes = [Text(f"{style(m).label}: n/a — {a.methods[m].reason}", style="dim") for m in methods
                  if not a.methods[m].ok]
         return [t, *notes]
 
@@ -354,10 +352,10 @@ class ResultsPanel(Static):
         for i, label in enumerate(c.short):
             colour, marker = series_style(i, not no_color)
             names.append(shown(label if colour else f"{marker} {label}", colour or ""))
-        methods = [m for m in METHOD_ORDER if any(a is not None and m in a.methods for a in c.analyses)]
+        methods = [m for m in METHODS if any(a is not None and m in a.methods for a in c.analyses)]
         top = Table(box=None, pad_edge=False, header_style="bold", title=Text("checkpoints", style="bold"),
                     title_justify="left")
-        for head in ("", "s_max", "s₁/s₊", *(f"ŝ {style(m)[2]}" for m in methods)):
+        for head in ("", "s_max", "s₁/s₊", *(f"ŝ {style(m).label}" for m in methods)):
             top.add_column(head, justify="left" if not head else "right", max_width=10 if not head else None,
                            no_wrap=True, overflow="ellipsis")
         for name, a in zip(names, c.analyses):
@@ -416,7 +414,7 @@ class ResultsPanel(Static):
             ranks = ",".join(map(str, ks)) if len(ks) <= 3 else f"{len(ks)} layers"
             value = "collapsed" if o.metrics.get("collapsed") else \
                 ("≥ " if o.metrics.get("kl_lower_bound") else "") + spec.show(o.metrics[spec.key])
-            t.add_row(style(m)[2], value, ranks, f"{o.params_saved:,}")
+            t.add_row(style(m).label, value, ranks, f"{o.params_saved:,}")
         return [Text(""), t, *extra_metrics(rep)]
 
 
@@ -426,9 +424,9 @@ def extra_metrics(rep: EvalReport) -> list[RenderableType]:
     for m, o in rep.outcomes.items():
         x = o.metrics
         if "top1" in x:
-            lines.append(Text(f"{style(m)[2]}: top-1 {x['top1']:.1%} · KL p95 {x['kl_p95']:.3g} · PPL "
+            lines.append(Text(f"{style(m).label}: top-1 {x['top1']:.1%} · KL p95 {x['kl_p95']:.3g} · PPL "
                               f"{x['ppl_original']:.4g} → {x['ppl']:.4g} ({x['dppl']:+.3g})", style="dim"))
         elif "nn_agreement" in x:
-            lines.append(Text(f"{style(m)[2]}: chance {x['chance']:.3f} · worst 5 % {x['fidelity_p05']:.3f} · "
+            lines.append(Text(f"{style(m).label}: chance {x['chance']:.3f} · worst 5 % {x['fidelity_p05']:.3f} · "
                               f"NN {x['nn_agreement']:.0%} · Spearman {x['spearman']:.3f}", style="dim"))
     return lines

@@ -26,8 +26,8 @@ from gguf.quants import quantize
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.checkpoint import open_checkpoint  # noqa: E402
-from core.gguffile import write_gguf  # noqa: E402
+from core.io.checkpoint import open_checkpoint  # noqa: E402
+from core.io.gguf import write_gguf  # noqa: E402
 
 
 def rmt(*args: str) -> tuple[dict, float]:
@@ -100,7 +100,7 @@ def main() -> None:
 def control() -> str:
     from gguf.quants import dequantize
 
-    from core.analysis import analyse_matrix
+    from core.rmt.analysis import analyse_matrix
 
     g = (np.random.default_rng(0).standard_normal((576, 1536)) * 0.02).astype(np.float16).astype(np.float32)
     out = []

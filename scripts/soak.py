@@ -43,7 +43,7 @@ async def soak(paths: list[Path], minutes: float, seed: int) -> int:
     t0 = time.monotonic()
     next_sample = 0.0
     async with app.run_test(size=(120, 40)) as pilot:
-        engine_pid = app.engine.pid
+        engine_pid = app.analysis_process.pid
         while (elapsed := time.monotonic() - t0) < minutes * 60:
             key = rng.choice(KEYS)
             await pilot.press(key)
@@ -55,11 +55,11 @@ async def soak(paths: list[Path], minutes: float, seed: int) -> int:
                 errors.append(app.last_error)
             await pilot.pause(rng.uniform(0.02, 0.4))
             if elapsed >= next_sample:
-                rows.append((elapsed, rss_mb(), rss_mb(engine_pid), rss_mb(app.worker.pid or 0), pressed,
+                rows.append((elapsed, rss_mb(), rss_mb(engine_pid), rss_mb(app.evaluation_process.pid or 0), pressed,
                              len(app.session.jobs)))
                 next_sample += 30
         await app.workers.wait_for_complete()
-        rows.append((time.monotonic() - t0, rss_mb(), rss_mb(engine_pid), rss_mb(app.worker.pid or 0), pressed,
+        rows.append((time.monotonic() - t0, rss_mb(), rss_mb(engine_pid), rss_mb(app.evaluation_process.pid or 0), pressed,
                      len(app.session.jobs)))
     print(f"{'t (s)':>7} {'UI RSS MB':>10} {'analysis RSS MB':>16} {'evaluation RSS MB':>18} {'keys':>6} {'jobs':>5}")
     for t, ui, eng, work, n, jobs in rows:

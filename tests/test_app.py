@@ -3,10 +3,12 @@ import time
 
 import pytest
 import torch
-from conftest import panel_text, settle
+from helpers import panel_text, settle
 from safetensors.torch import save_file
 
-from core.checkpoint import open_checkpoint
+from core.evaluate.outcomes import EvaluatorChoice
+from core.io.checkpoint import open_checkpoint
+from core.jobs import AnalyseRequest
 from core.paths import DEFAULT_DEMO_MODEL
 from core.scan import analyse_checkpoint
 from rmt_tui.app import RmtApp
@@ -25,9 +27,10 @@ def leaf_text(app, name, ckpt=0) -> str:
 class SlowEngine(InlineEngine):
     """The real analysis, in the worker thread, slowed to 0.2 s a layer so a cancel or a quit lands mid-way."""
 
-    def analyse(self, *args, **kw):
-        time.sleep(0.2)
-        return super().analyse(*args, **kw)
+    def call(self, request, *args, **kw):
+        if isinstance(request, AnalyseRequest):
+            time.sleep(0.2)
+        return super().call(request, *args, **kw)
 
 
 @pytest.fixture
@@ -234,7 +237,7 @@ async def test_unreadable_path_offers_to_open_another(tmp_path):
 async def test_evaluator_failure_is_shown_and_the_app_keeps_running(tmp_path, many_layers):
     ev = tmp_path / "ev.py"
     ev.write_text("def evaluate(sd):\n    raise RuntimeError('dataset unavailable')\n")
-    app = RmtApp([many_layers], evaluator_spec=str(ev))
+    app = RmtApp([many_layers], evaluator=EvaluatorChoice(str(ev)))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         await pilot.press("e")

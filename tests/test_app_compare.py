@@ -1,13 +1,10 @@
 """Several checkpoints in the app: compare overlays, trajectory, the grid, and deltas against a marked base."""
 from functools import partial
 
-import numpy as np
-import torch
-from conftest import panel_text
-from conftest import settle as settle_rounds
-from safetensors.torch import save_file
+from helpers import finetune_pair, panel_text
+from helpers import settle as settle_rounds
 
-from core.checkpoint import open_checkpoint
+from core.io.checkpoint import open_checkpoint
 from core.paths import DEMO_DIR
 from core.scan import analyse_checkpoint
 from rmt_tui.app import RmtApp
@@ -26,23 +23,6 @@ settle = partial(settle_rounds, rounds=3)  # a finished job can start the next (
 def ranks(path, name="fc1.weight"):
     r = next(r for r in analyse_checkpoint(open_checkpoint(path)) if r.layer.name == name)
     return {m: x.rank for m, x in r.analysis.methods.items()}
-
-
-def finetune_pair(tmp_path):
-    """A base and a tuned copy (bf16): layer 0 got a rank-6 update, layer 1 none; the tuned
-    model has an extra head the base lacks."""
-    rng = np.random.default_rng(2)
-    base, tuned = {}, {}
-    for i, r in enumerate((6, 0)):
-        w = (rng.standard_normal((256, 384)) / np.sqrt(384)).astype(np.float32)
-        u, v = np.linalg.qr(rng.standard_normal((256, 6)))[0], np.linalg.qr(rng.standard_normal((384, 6)))[0]
-        d = ((u[:, :r] * np.linspace(2, 1, r) * 0.05) @ v[:, :r].T).astype(np.float32)
-        base[f"blocks.{i}.weight"] = torch.from_numpy(w).to(torch.bfloat16)
-        tuned[f"blocks.{i}.weight"] = torch.from_numpy(w + d).to(torch.bfloat16)
-    tuned["head.weight"] = torch.randn(10, 384).to(torch.bfloat16)
-    save_file(base, str(tmp_path / "base.safetensors"))
-    save_file(tuned, str(tmp_path / "tuned.safetensors"))
-    return tmp_path / "base.safetensors", tmp_path / "tuned.safetensors"
 
 
 async def test_compare_views_overlay_every_checkpoint():

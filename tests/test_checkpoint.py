@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from core.cache import SpectrumCache
-from core.checkpoint import open_checkpoint
 from core.errors import CheckpointError, UnsafeCheckpointError
-from core.scan import AnalysisOptions, Cancelled, CancelToken, analyse_checkpoint, select_layers
+from core.io.checkpoint import open_checkpoint
+from core.progress import Cancelled, CancelToken
+from core.scan import AnalysisOptions, analyse_checkpoint, select_layers
 
 
 def model_state(seed=0, dtype=torch.float32):

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.checkpoint import open_checkpoint
-from core.compare import delta_checkpoints, delta_matrix, energy_rank, stable_rank
-from core.lora import lora_factors
-from core.matching import match_layers, normalise
+from core.compare.delta import delta_checkpoints, delta_matrix, energy_rank, stable_rank
+from core.compare.lora import lora_factors
+from core.compare.matching import match_layers, normalise
+from core.io.checkpoint import open_checkpoint
 from core.paths import DEMO_DIR
 from core.scan import AnalysisOptions
 from core.truncation import truncate_matrix

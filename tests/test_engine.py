@@ -8,11 +8,17 @@ import time
 
 import pytest
 
-from core.checkpoint import open_checkpoint
 from core.errors import RmtError
+from core.io.checkpoint import open_checkpoint
+from core.jobs import AnalyseRequest, EvaluateRequest, SweepRequest
 from core.paths import DEFAULT_DEMO_MODEL
-from core.scan import AnalysisOptions, Cancelled, CancelToken, analyse_layer
+from core.progress import Cancelled, CancelToken
+from core.scan import AnalysisOptions, analyse_layer
 from rmt_tui.engine import ProcessEngine
+
+
+def analysed(engine, name, options=AnalysisOptions()):
+    return engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), name, options))
 
 
 @pytest.fixture
@@ -25,31 +31,31 @@ def engine():
 def test_process_engine_matches_core(engine):
     ck = open_checkpoint(DEFAULT_DEMO_MODEL)
     ref = analyse_layer(ck, ck.layer("fc2.weight"), AnalysisOptions(use_cache=False))
-    got = engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc2.weight", AnalysisOptions(use_cache=False))
+    got = engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "fc2.weight", AnalysisOptions(use_cache=False)))
     assert got.layer == ref.layer and got.analysis.methods == ref.analysis.methods
     assert (got.analysis.sv == ref.analysis.sv).all()
 
 
 def test_errors_come_back_and_the_process_survives(engine, tmp_path):
     with pytest.raises(RmtError, match="no such file"):
-        engine.analyse(tmp_path / "missing.pt", "reshape", "w", AnalysisOptions())
+        engine.call(AnalyseRequest(str(tmp_path / "missing.pt"), "w", AnalysisOptions()))
     with pytest.raises(RmtError, match="no layer named"):
-        engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "nope", AnalysisOptions())
-    assert engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc3.weight", AnalysisOptions()).layer.name == "fc3.weight"
+        engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "nope", AnalysisOptions()))
+    assert analysed(engine, "fc3.weight").layer.name == "fc3.weight"
 
 
 def test_cancel_stops_waiting_and_close_is_immediate(engine):
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc1.weight", AnalysisOptions(), token)
+        engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "fc1.weight", AnalysisOptions()), token)
     # The abandoned reply is dropped: the next answer is for the next question.
-    assert engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc2.weight", AnalysisOptions()).layer.name == "fc2.weight"
+    assert analysed(engine, "fc2.weight").layer.name == "fc2.weight"
     t = time.perf_counter()
     engine.close()
     assert time.perf_counter() - t < 3
     with pytest.raises(RmtError, match="analysis process stopped"):
-        engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc2.weight", AnalysisOptions())
+        engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "fc2.weight", AnalysisOptions()))
 
 
 def test_engine_runs_at_lower_priority_than_the_ui(engine):
@@ -58,33 +64,34 @@ def test_engine_runs_at_lower_priority_than_the_ui(engine):
 
     from rmt_tui.engine import ENGINE_NICENESS
 
-    engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc3.weight", AnalysisOptions())  # the child is up
+    engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "fc3.weight", AnalysisOptions()))  # the child is up
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, engine._proc.pid) == min(mine + ENGINE_NICENESS, 19)
 
 
 def test_evaluation_and_sweep_run_in_the_engine_with_progress_and_cancel(engine):
     """The same reports as core's, computed in the child; progress arrives; cancel stops it."""
-    from core.checkpoint import open_checkpoint
-    from core.evaluation import MnistEvaluator, evaluate_truncations
+    from core.evaluate.measure import evaluate_truncations
+    from core.evaluate.mnist import MnistEvaluator
+    from core.io.checkpoint import open_checkpoint
 
     opts = AnalysisOptions(use_cache=False)
-    r = engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc2.weight", opts)
+    r = engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "fc2.weight", opts))
     seen = []
-    rep = engine.evaluate(DEFAULT_DEMO_MODEL, "reshape", [r], None, opts.methods,
-                          progress=lambda *a: seen.append(a))
+    rep = engine.call(EvaluateRequest(str(DEFAULT_DEMO_MODEL), (r,), methods=opts.methods),
+                      progress=lambda *a: seen.append(a))
     local = evaluate_truncations(open_checkpoint(DEFAULT_DEMO_MODEL), [r], MnistEvaluator(), opts.methods)
     assert rep.evaluator == "mnist-mlp" and rep.baseline == local.baseline
     assert {m: o.metrics for m, o in rep.outcomes.items()} == {m: o.metrics for m, o in local.outcomes.items()}
     assert seen[0][:2] == (0, 3) and seen[-1][:2] == (3, 3)
-    sweep = engine.sweep(DEFAULT_DEMO_MODEL, "reshape", r, None, [0, 8, 256])
+    sweep = engine.call(SweepRequest(str(DEFAULT_DEMO_MODEL), r, ranks=(0, 8, 256)))
     assert [p.rank for p in sweep.points] == [0, 8, 256] and sweep.points[-1].metrics == sweep.baseline
     token = CancelToken()
     t = threading.Timer(0.3, token.cancel)
     t.start()
     with pytest.raises(Cancelled):
-        engine.sweep(DEFAULT_DEMO_MODEL, "reshape", r, None, list(range(0, 256, 2)), cancel=token)
-    assert engine.analyse(DEFAULT_DEMO_MODEL, "reshape", "fc3.weight", opts).layer.name == "fc3.weight"
+        engine.call(SweepRequest(str(DEFAULT_DEMO_MODEL), r, ranks=tuple(range(0, 256, 2))), cancel=token)
+    assert engine.call(AnalyseRequest(str(DEFAULT_DEMO_MODEL), "fc3.weight", opts)).layer.name == "fc3.weight"
 
 
 APP_IN_A_FRESH_PROCESS = """
@@ -103,7 +110,7 @@ async def main():
                 if not app.session.jobs and app.selected is not None:
                     break
         o = app.session.opened[0]
-        print(sorted(o.evals), sorted(o.sweeps), app.last_error, app.worker.pid is not None)
+        print(sorted(o.evals), sorted(o.sweeps), app.last_error, app.evaluation_process.pid is not None)
     print("torch" in sys.modules)
 
 asyncio.run(main())

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import core.memory
-from core.checkpoint import open_checkpoint
 from core.errors import CheckpointError, InsufficientMemoryError, OutputWriteError
+from core.io.checkpoint import open_checkpoint
 from core.paths import DEFAULT_DEMO_MODEL, atomic_output, remove_stale_temps
 from core.scan import AnalysisOptions, analyse_checkpoint
 from core.text import printable

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import planted
 from gguf import GGMLQuantizationType as Q
+from helpers import planted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
-from core import gguffile
-from core.analysis import analyse_matrix
-from core.checkpoint import open_checkpoint
 from core.errors import CheckpointError
+from core.io import gguf as gguffile
+from core.io.checkpoint import open_checkpoint
+from core.rmt.analysis import analyse_matrix
 from core.scan import AnalysisOptions, analyse_checkpoint
 from rmt_tui.cli import EXIT_INPUT, EXIT_OK, main
 
@@ -97,7 +97,7 @@ def test_report_delta_and_truncate_on_gguf(tmp_path, capsys):
 
 def test_without_the_gguf_package_the_message_says_how_to_install(tmp_path, monkeypatch, capsys):
     path = write_gguf(tmp_path / "m.gguf", {"w": (W, Q.F16)})
-    monkeypatch.setattr("core.gguffile.gguf_module", lambda: None)
+    monkeypatch.setattr("core.io.gguf.gguf_module", lambda: None)
     code, out, err = run(capsys, "report", path)
     assert code == EXIT_INPUT and "pip install 'rmt-tui[gguf]'" in err and out == ""
 

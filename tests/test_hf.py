@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import panel_text, rendered, settle  # the [hf] extra: CI installs it, so these tests always run
+from helpers import panel_text, rendered, settle  # the [hf] extra: CI installs it, so these tests always run
 from safetensors.torch import load_file, save_file
 
-from core.checkpoint import open_checkpoint
 from core.errors import EvaluationError
-from core.evaluation import choose_evaluator, evaluate_truncations, run_evaluator
-from core.hf import HFCausalLM, hf_kind
+from core.evaluate.base import run_evaluator, set_reference
+from core.evaluate.hf import hf_kind
+from core.evaluate.hf_causal_lm import HFCausalLM
+from core.evaluate.measure import evaluate_truncations
+from core.evaluate.registry import choose_evaluator
+from core.io.checkpoint import open_checkpoint
 from core.paths import DEMO_DIR
 from core.scan import AnalysisOptions, analyse_checkpoint
 from rmt_tui.cli import EXIT_EVAL, EXIT_OK, EXIT_USAGE, main
@@ -34,7 +37,7 @@ def tokenizer(tmp_path_factory):
     """A byte-level BPE tokenizer (512 tokens) trained on the default text in well under a second."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from core.hf import default_text
+    from core.evaluate.hf import default_text
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -131,7 +134,7 @@ def test_refusals(tmp_path, tokenizer, capsys, monkeypatch):
     (tmp_path / "short.txt").write_text("Too short.")
     code, _, err = run(capsys, "eval", TINY_LM, "--text", tmp_path / "short.txt")
     assert code == EXIT_EVAL and "fewer than the 4×256" in err
-    monkeypatch.setattr("core.hf._transformers", lambda: (_ for _ in ()).throw(
+    monkeypatch.setattr("core.evaluate.hf._transformers", lambda: (_ for _ in ()).throw(
         EvaluationError("evaluating a Hugging Face model needs the transformers package: pip install 'rmt-tui[hf]'")))
     code, _, err = run(capsys, "eval", TINY_LM)
     assert code == EXIT_EVAL and "pip install 'rmt-tui[hf]'" in err
@@ -194,10 +197,12 @@ def test_causal_kl_reference_kept_as_top_k_is_a_lower_bound(tmp_path, tokenizer,
     folder = build("llama", tmp_path / "llama", tokenizer)
     ckpt = open_checkpoint(folder)
     exact = HFCausalLM(folder)
-    run_evaluator(exact, ckpt.state_dict())
-    monkeypatch.setattr("core.hf.REFERENCE_FULL_BYTES", 0)
+    with pytest.raises(EvaluationError, match="set_reference"):  # no hidden "the first call is the reference"
+        run_evaluator(exact, ckpt.state_dict())
+    set_reference(exact, ckpt.state_dict())
+    monkeypatch.setattr("core.evaluate.hf_causal_lm.REFERENCE_FULL_BYTES", 0)
     bound = HFCausalLM(folder)
-    run_evaluator(bound, ckpt.state_dict())
+    set_reference(bound, ckpt.state_dict())
     assert bound.kl_is_bound and not exact.kl_is_bound
     assert run_evaluator(bound, ckpt.state_dict())["kl_lower_bound"] == 1.0
     state = ckpt.state_dict()

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from core.mp import TRACY_WIDOM_1, MarchenkoPastur, tracy_widom_quantile
-from core.spectrum import MatrixShape, mp_edge
+from core.rmt.mp import TRACY_WIDOM_1, MarchenkoPastur, tracy_widom_quantile
+from core.rmt.spectrum import MatrixShape, mp_edge
 
 
 @pytest.mark.parametrize("c", [0.05, 0.3, 0.765625, 1.0])
@@ -45,7 +45,7 @@ def test_parameters_are_validated():
 
 
 def test_tracy_widom_table_and_painleve_computation():
-    from core.mp import _tw1_quantile
+    from core.rmt.mp import _tw1_quantile
 
     assert tracy_widom_quantile(0.9) == 0.450143
     for level, t in TRACY_WIDOM_1.items():  # the computed law reproduces the SPEC's table

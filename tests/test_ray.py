@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import ray
 import torch
-from conftest import settle
+from helpers import settle
 from safetensors.torch import save_file
 
-from core.checkpoint import open_checkpoint
 from core.errors import RmtError
 from core.executors import FAULT_ENV, LocalExecutor, RayExecutor, RaySettings, make_executor
+from core.io.checkpoint import open_checkpoint
 from core.paths import DEFAULT_DEMO_MODEL
-from core.scan import AnalysisOptions, Cancelled, CancelToken, SpectrumCache
+from core.progress import Cancelled, CancelToken
+from core.scan import AnalysisOptions, SpectrumCache
 from rmt_tui.cli import main
 
 NO_CACHE = AnalysisOptions(use_cache=False)

@@ -1,6 +1,6 @@
 """SVG snapshots of the app at 80×24 and 120×40 (update with: pytest tests/test_snapshots.py --snapshot-update)."""
 import pytest
-from test_app_compare import finetune_pair
+from helpers import finetune_pair
 
 from core.paths import DEFAULT_DEMO_MODEL
 from rmt_tui.app import RmtApp

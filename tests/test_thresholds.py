@@ -4,15 +4,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import planted
+from helpers import planted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.analysis import analyse_matrix, analyse_spectrum
-from core.cosines import squared_cosines
-from core.methods import Bema, Broadening, NotApplicable, make_methods
-from core.mp import MarchenkoPastur
-from core.spectrum import MatrixShape, singular_values
+from core.rmt.analysis import analyse_matrix, analyse_spectrum
+from core.rmt.cosines import squared_cosines
+from core.rmt.methods import Bema, Broadening, NotApplicable, make_methods
+from core.rmt.mp import MarchenkoPastur
+from core.rmt.spectrum import MatrixShape, singular_values
 
 P, N = 784, 1024
 SHAPE = MatrixShape(N, P)
@@ -230,7 +230,7 @@ def test_cpu_values_match_a_float64_svd(case):
     SVD: far inside float32 gesdd's own ~1e-6·s₁, and ~√ε₆₄·s₁ for values that are exactly zero."""
     import scipy.linalg
 
-    from core.spectrum import gram_block_rows
+    from core.rmt.spectrum import gram_block_rows
 
     rng = np.random.default_rng(3)
     f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
@@ -248,7 +248,7 @@ def test_cpu_values_match_a_float64_svd(case):
 
 
 def test_torch_path_used_for_gpus_matches_cpu_path():
-    from core.spectrum import torch_singular_values
+    from core.rmt.spectrum import torch_singular_values
 
     W, _, _ = planted(600, 900, [5, 3], seed=8)
     ref = singular_values(W.astype(np.float32))

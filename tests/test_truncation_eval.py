@@ -6,21 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import planted
+from helpers import planted
 from safetensors.torch import load_file
 
-from core.checkpoint import open_checkpoint
 from core.errors import EvaluationError, OutputExistsError, RmtError
-from core.evaluation import (
-    MnistEvaluator,
-    choose_evaluator,
-    evaluate_truncations,
-    load_evaluator,
-    parse_ranks,
-    sweep_layer,
-)
+from core.evaluate.measure import evaluate_truncations, parse_ranks, sweep_layer
+from core.evaluate.mnist import MnistEvaluator
+from core.evaluate.registry import choose_evaluator
+from core.evaluate.user import load_evaluator
+from core.io.checkpoint import open_checkpoint
 from core.paths import DEFAULT_DEMO_MODEL, DEMO_DIR
-from core.scan import Cancelled, CancelToken, analyse_checkpoint
+from core.progress import Cancelled, CancelToken
+from core.scan import analyse_checkpoint
 from core.truncation import (
     export_safetensors,
     full_factors,
@@ -172,7 +169,7 @@ def test_user_evaluators(tmp_path, demo):
                  "def broken(sd):\n    raise RuntimeError('boom')\n")
     assert load_evaluator(str(f))(demo.state_dict()) == {"accuracy": 0.5, "n": 6}
     ev = load_evaluator(f"{f}:broken")
-    from core.evaluation import run_evaluator
+    from core.evaluate.base import run_evaluator
     with pytest.raises(EvaluationError, match="boom"):
         run_evaluator(ev, demo.state_dict())
     with pytest.raises(EvaluationError, match="not found"):

@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..mp import MarchenkoPastur, tracy_widom_quantile
-from ..spectrum import MatrixShape, eigenvalues
-from .base import MIN_P, NotApplicable, Threshold, count_above
+from core.rmt.methods.base import NotApplicable, Param, Threshold, ThresholdMethod, count_above
+from core.rmt.mp import MarchenkoPastur, tracy_widom_quantile
+from core.rmt.spectrum import MatrixShape, eigenvalues
 
 
 @lru_cache(maxsize=256)
@@ -25,27 +25,21 @@ def _matched_quantiles(c: float, p: int, alpha: float) -> tuple[np.ndarray, np.n
 
 
 @dataclass(frozen=True)
-class Bema:
+class Bema(ThresholdMethod):
     alpha: float = 0.2  # fraction trimmed from each end of the bulk
     beta: float = 0.1  # tail probability of the Tracy–Widom edge margin
 
     name: ClassVar[str] = "bema"
     label: ClassVar[str] = "BEMA"
     short: ClassVar[str] = "BEMA"
+    needs: ClassVar[str] = "match a bulk"
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("alpha", "--alpha", float, "BEMA bulk trimming α", "alpha", 0.0, 0.5, open_high=True),
+        Param("beta", "--beta", float, "BEMA Tracy–Widom tail probability β", "beta", 0.001, 0.5),
+    )
 
-    def __post_init__(self):
-        if not 0.0 <= self.alpha < 0.5:
-            raise ValueError(f"BEMA alpha must be in [0, 0.5), got {self.alpha}")
-        if not 0.001 <= self.beta <= 0.5:
-            raise ValueError(f"BEMA beta (the edge's tail probability) must be in [0.001, 0.5], got {self.beta}")
-
-    def too_small(self, shape: MatrixShape) -> str | None:
-        return f"p = {shape.p} < {MIN_P}: too few singular values to match a bulk" if shape.p < MIN_P else None
-
-    def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
+    def _fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         p, N, c = shape.p, shape.N, shape.c
-        if (why := self.too_small(shape)) is not None:
-            raise NotApplicable(why)
         lam = eigenvalues(sv, shape)
         k, q = _matched_quantiles(c, p, self.alpha)
         sigma2 = float(np.dot(q, lam[k - 1]) / np.dot(q, q))

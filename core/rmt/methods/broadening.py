@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..mp import MarchenkoPastur
-from ..spectrum import MatrixShape
-from .base import MIN_P, NotApplicable, Threshold, count_above
+from core.rmt.methods.base import MIN_P, NotApplicable, Param, Threshold, ThresholdMethod, count_above
+from core.rmt.mp import MarchenkoPastur
+from core.rmt.spectrum import MatrixShape
 
 GRID_POINTS = 256
 MAX_PASSES = 6
@@ -67,28 +67,23 @@ def fit_sigma(levels: np.ndarray, c: float, a: int) -> float:
 
 
 @dataclass(frozen=True)
-class Broadening:
+class Broadening(ThresholdMethod):
     a: int = 4  # neighbours on each side that set a level's kernel width
     delta: float = 0.02  # relative margin above the fitted edge before a level counts as an outlier
 
     name: ClassVar[str] = "broadening"
     label: ClassVar[str] = "Gaussian broadening"
     short: ClassVar[str] = "GB"
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("a", "--width", int, "broadening neighbour count a", "width a", 1),
+        Param("delta", "--delta", float, "broadening outlier margin δ", "delta", 0.0, 1.0, open_high=True),
+    )
 
-    def __post_init__(self):
-        if self.a < 1:
-            raise ValueError(f"broadening width a must be ≥ 1, got {self.a}")
-        if not 0.0 <= self.delta < 1.0:
-            raise ValueError(f"broadening delta must be in [0, 1), got {self.delta}")
+    def min_p(self) -> int:
+        return max(MIN_P, 2 * self.a + 2)
 
-    def too_small(self, shape: MatrixShape) -> str | None:
-        least = max(MIN_P, 2 * self.a + 2)
-        return f"p = {shape.p} < {least}: too few singular values to fit a bulk" if shape.p < least else None
-
-    def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
+    def _fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
         p, N, c = shape.p, shape.N, shape.c
-        if (why := self.too_small(shape)) is not None:
-            raise NotApplicable(why)
         nu = np.sort(np.asarray(sv, dtype=np.float64)) / math.sqrt(N)
         keep = np.ones(p, dtype=bool)
         passes = 0

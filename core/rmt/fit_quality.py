@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mp import MarchenkoPastur
-from .spectrum import MatrixShape
+from core.rmt.mp import MarchenkoPastur
+from core.rmt.spectrum import MatrixShape
 
 # A fit is flagged as poor above this distance. Pure noise of a few hundred levels stays
 # below ~0.05; the limit leaves room for finite-size effects but not for a bulk of another shape.

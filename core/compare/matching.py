@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .checkpoint import Checkpoint, Layer
+from core.io.checkpoint import Checkpoint
+from core.io.layers import Layer
 
 # Prefixes that wrappers put in front of a model's own names: DataParallel/DDP, torch.compile,
 # PEFT, and the top-level "model." of HF and Lightning. Stripped repeatedly, in any order.

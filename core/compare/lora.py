@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .checkpoint import Checkpoint
-from .compare import DeltaResult, delta_matrix
-from .scan import CancelToken
+from core.compare.delta import DeltaResult, delta_matrix
+from core.io.checkpoint import Checkpoint
+from core.progress import CancelToken, check
 
 ADAPTER_PREFIX = "base_model.model."  # PEFT's names: the wrapped model's own names under this
 
@@ -26,8 +26,8 @@ def delta_ranks(results: Sequence[DeltaResult], spec: str) -> dict[str, int]:
     2-D delta: ``spec`` is a method (its ŝ(ΔW); layers where it does not apply are left out) or
     ``rank:K``. Rank 0 (nothing above the noise) is kept in the plan: it says the layer needs no
     adapter."""
-    from .scan import LayerResult
-    from .truncation import resolve_ranks
+    from core.scan import LayerResult
+    from core.truncation import resolve_ranks
 
     adaptable = [r for r in results
                  if r.status == "ok" and len(r.base.shape) == 2 and r.base.position is None]
@@ -49,7 +49,7 @@ def rank_pattern_document(plan: Mapping[str, int], method: str) -> dict:
 
 def lora_factors(delta: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) with B @ A the rank-k truncation of ``delta``."""
-    from .truncation import top_factors
+    from core.truncation import top_factors
 
     f = top_factors(delta, k)
     root = np.sqrt(f.s[:k])
@@ -68,8 +68,7 @@ def extract_lora(base: Checkpoint, tuned: Checkpoint, results: Sequence[DeltaRes
         k = plan.get(module_name(r.base.tensor), 0)
         if k == 0:
             continue
-        if cancel is not None:
-            cancel.check()
+        check(cancel)
         d, _ = delta_matrix(base, tuned, r.row)
         a, b = lora_factors(d, k)
         name = ADAPTER_PREFIX + module_name(r.base.tensor)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spectrum import MatrixShape
+from core.rmt.spectrum import MatrixShape
 
 
 def theta_hat(sv: np.ndarray, sigma2: float, shape: MatrixShape) -> np.ndarray:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import EvaluationError
+from core.errors import EvaluationError
 
 
 class MLP(nn.Module):

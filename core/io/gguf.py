@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from core.errors import CheckpointError
+from core.io.dtypes import ITEMSIZE
+from core.io.sources import Source, bytes_as_array, read_region, require_regular
 
 MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -249,3 +251,41 @@ def write_gguf(path: str | Path, tensors: dict, arch: str = "llama", name: str =
     w.write_tensors_to_file()
     w.close()
     return Path(path)
+
+
+class GgufSource(Source):
+    """llama.cpp's GGUF: every tensor listed with its GGUF type as its dtype (q4_k, q8_0, …, or
+    float16 for plain types); quantised tensors are read and dequantised to float32 one at a time.
+    Listed in natural name order (blk.2 before blk.10): converters write tensors sorted as text,
+    which is not depth order."""
+
+    def __init__(self, path: Path):
+        require_regular(path)
+        self.path = path
+        self._index = GgufIndex(path)
+        self.metadata = self._index.shown_metadata()
+
+    def entries(self):
+        return [(t.name, t.shape, t.dtype) for t in self._index.tensors.values()]
+
+    def reasons(self) -> dict[str, str]:
+        return {t.name: t.reason for t in self._index.tensors.values() if t.reason}
+
+    def dequantised(self) -> set[str]:
+        return {t.name for t in self._index.tensors.values() if t.dtype not in ITEMSIZE and not t.reason}
+
+    def read_array(self, name):
+        t = self._index.tensors[name]
+        if t.reason:
+            raise CheckpointError(self.path, f"tensor {name!r}: {t.reason}")
+        raw = read_region(self.path, t.offset, t.nbytes, name)
+        return bytes_as_array(raw, t.dtype, t.shape) if t.dtype in ITEMSIZE else self._index.dequantise(t, raw)
+
+    def read(self, name):
+        import torch
+
+        t = self._index.tensors[name]
+        if t.dtype == "bfloat16":  # exact, as stored; every other type is numpy-readable
+            return torch.from_numpy(read_region(self.path, t.offset, t.nbytes, name)).view(torch.bfloat16).reshape(
+                t.shape)
+        return torch.from_numpy(np.ascontiguousarray(self.read_array(name)))

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .cosines import Cosines, avew_at, avew_curve, estimated_cosines
-from .fit_quality import KS_LIMIT, ks_distance
-from .methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
-from .spectrum import MatrixShape, as_float_matrix, mp_edge, numerical_rank, numerical_ranks, singular_values
+from core.rmt.cosines import Cosines, avew_at, avew_curve, estimated_cosines
+from core.rmt.fit_quality import KS_LIMIT, ks_distance
+from core.rmt.methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
+from core.rmt.spectrum import MatrixShape, as_float_matrix, mp_edge, numerical_rank, numerical_ranks, singular_values
 
 # What a report shows of each method, in this order (JSON keys, CSV columns).
 METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "reason")

@@ -60,7 +60,7 @@ def singular_values(w, device: str = "cpu") -> np.ndarray:
     float32; ``"auto"`` picks it when a GPU is present.
     """
     if device == "auto":
-        from .device import resolve_device
+        from core.device import resolve_device
 
         device = resolve_device(device)
     if device != "cpu":

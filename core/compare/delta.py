@@ -13,13 +13,15 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from .analysis import MatrixAnalysis, analyse_matrix
-from .cache import SpectrumCache
-from .checkpoint import Checkpoint, Layer
-from .matching import SAME, TIED, TRANSPOSED, MatchRow, MatchTable
-from .memory import require_memory
-from .scan import AnalysisOptions, CancelToken, LayerResult, Progress, analyse_layer
-from .spectrum import MatrixShape, as_float_matrix, working_bytes
+from core.cache import SpectrumCache
+from core.compare.matching import SAME, TIED, TRANSPOSED, MatchRow, MatchTable
+from core.io.checkpoint import Checkpoint
+from core.io.layers import Layer
+from core.memory import require_memory
+from core.progress import CancelToken, Progress, tracked
+from core.rmt.analysis import MatrixAnalysis, analyse_matrix
+from core.rmt.spectrum import MatrixShape, as_float_matrix, working_bytes
+from core.scan import AnalysisOptions, LayerResult, analyse_layer
 
 # Rounding a weight to a dtype with unit roundoff u changes it by ≈ 0.5·u·‖W‖ (measured: bf16 alone
 # gives ‖ΔW‖/‖W‖ ≈ 2·10⁻³, SPEC §10), and two independently rounded copies by √2 times that. A delta
@@ -54,15 +56,9 @@ def compare_checkpoints(ckpts: Sequence[Checkpoint], rows: Sequence[MatchRow], o
     """Each row with each checkpoint's analysis of its layer (None where it has none). Spectra
     need no element-wise pairing, so a shape mismatch is analysed on each side and said so."""
     cache = SpectrumCache() if options.use_cache else None
-    for i, row in enumerate(rows):
-        if cancel is not None:
-            cancel.check()
-        if progress:
-            progress(i, len(rows), row.key)
+    for row in tracked(rows, progress, cancel, label=lambda r: r.key):
         yield row, [analyse_layer(c, e.layer, options, cache) if e.layer is not None else None
                     for c, e in zip(ckpts, row.entries)]
-    if progress:
-        progress(len(rows), len(rows), "")
 
 
 # ------------------------------------------------------------------------------------------ delta
@@ -168,11 +164,5 @@ def analyse_delta(base: Checkpoint, tuned: Checkpoint, row: MatchRow, options: A
 def delta_checkpoints(base: Checkpoint, tuned: Checkpoint, rows: Sequence[MatchRow], options: AnalysisOptions,
                       progress: Progress | None = None, cancel: CancelToken | None = None
                       ) -> Iterator[DeltaResult]:
-    for i, row in enumerate(rows):
-        if cancel is not None:
-            cancel.check()
-        if progress:
-            progress(i, len(rows), row.key)
+    for row in tracked(rows, progress, cancel, label=lambda r: r.key):
         yield analyse_delta(base, tuned, row, options)
-    if progress:
-        progress(len(rows), len(rows), "")

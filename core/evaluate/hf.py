@@ -1,0 +1,170 @@
+"""Built-in, label-free evaluators for Hugging Face folders (SPEC §11): a truncated model is judged
+against the original model's own outputs on the same inputs, so no labels and no task are needed.
+
+* ``hf-causal-lm`` (GPT-2, Llama-style, … ``*ForCausalLM`` / ``*LMHeadModel``): KL(original ‖
+  truncated) in nats/token (mean and p95), top-1 agreement, perplexity before and after.
+* ``hf-encoder`` (BERT-like; sentence-transformers folders use their ``1_Pooling`` config): cosine
+  fidelity of pooled embeddings with its chance level, the worst 5 %, nearest-neighbour agreement
+  and the Spearman correlation of pairwise similarities.
+
+The folder chooses the evaluator; nothing in it is ever run as code: ``local_files_only`` always,
+``trust_remote_code`` never. Weights go through the library's own loading path
+(``from_pretrained(None, config=…, state_dict=…)``), and every tensor of the state dict must be
+consumed — a state dict whose names the model does not know would otherwise load nothing and
+score a perfect identity. ``transformers`` is the optional extra ``rmt-tui[hf]``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from core.errors import EvaluationError
+from core.evaluate.outcomes import MetricSpec
+from core.memory import human_bytes, require_memory
+from core.text import first_line
+
+INSTALL = "pip install 'rmt-tui[hf]'"
+TEXT_OFFSET = 0.8  # windows and sentences start this far into the default text (the tiny demo LM
+#                    was trained on the text before it, so its evaluation text is held out)
+
+
+def config_of(folder: Path) -> dict | None:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def hf_kind(folder: Path) -> str | None:
+    """'hf-causal-lm', 'hf-encoder', or None (not an HF model folder, or an unknown head)."""
+    folder = Path(folder)
+    if not folder.is_dir() or (cfg := config_of(folder)) is None:
+        return None
+    archs = [a for a in cfg.get("architectures") or [] if isinstance(a, str)]
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "hf-causal-lm"
+    if (folder / "1_Pooling").is_dir() or any(a.endswith(("Model", "ForMaskedLM")) for a in archs):
+        return "hf-encoder"
+    return None
+
+
+def default_text() -> tuple[str, str]:
+    """(text, where it is from): CPython's own reference-manual prose, present in every install."""
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    return "\n".join(topics[k] for k in sorted(topics)), "pydoc_data.topics (CPython's reference manual)"
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise EvaluationError(f"evaluating a Hugging Face model needs the transformers package: {INSTALL}") from None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+class HFEvaluator:
+    """What both evaluators share: refusing what would run code, loading weights through the
+    library, the memory check, and the reference outputs computed once."""
+
+    name = ""
+    primary: MetricSpec
+
+    def __init__(self, folder: str | Path, text: str | Path | None = None, device: str = "cpu"):
+        self.folder = Path(folder)
+        self._open(_transformers())
+        self.device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if text is None:
+            self.text, self.text_source = default_text()
+        else:
+            try:
+                self.text, self.text_source = Path(text).read_text(errors="replace"), str(text)
+            except OSError as exc:
+                raise EvaluationError(f"{text}: cannot read the evaluation text ({exc.strerror or exc})") from None
+        self._ref = None  # the original's outputs (set_reference)
+
+    def _open(self, tf) -> None:
+        """The model class, config and tokenizer, from the folder's own files."""
+        cfg = config_of(self.folder)
+        if cfg is None:
+            raise EvaluationError(f"{self.folder}: no readable config.json — not a Hugging Face model folder")
+        if cfg.get("auto_map"):
+            raise EvaluationError(f"{self.folder}: this model needs code from its own folder (auto_map in "
+                                  "config.json); rmt-tui never runs a model's code — use your own --evaluator")
+        arch = next((a for a in cfg.get("architectures") or [] if isinstance(a, str)), None)
+        self.cls = getattr(tf, arch, None) if arch else None
+        if self.cls is None:
+            raise EvaluationError(f"{self.folder}: architecture {arch!r} is not one transformers "
+                                  f"{tf.__version__} knows; pass your own --evaluator")
+        try:
+            self.config = tf.AutoConfig.from_pretrained(self.folder, local_files_only=True, trust_remote_code=False)
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
+                                                              trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({first_line(exc)}) — a "
+                                  "folder without a tokenizer cannot be evaluated") from None
+
+    def _hf_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The state dict under the names the library loads (a GGUF's are translated)."""
+        return dict(state)
+    # -- loading --------------------------------------------------------------------------------
+    def _check_fits(self, state: Mapping[str, torch.Tensor], extra: int) -> None:
+        """Refuse a model that will not fit, with both numbers, before loading it (the original's
+        outputs are kept, and one model is loaded at a time)."""
+        need = 2 * sum(t.numel() for t in state.values()) * 4 + extra  # the state dict and the model
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > free:
+                raise EvaluationError(f"{self.folder}: the model needs about {human_bytes(need)} on "
+                                      f"{self.device} and only {human_bytes(free)} is free")
+        else:
+            require_memory(need, self.folder, "evaluating the model")
+
+    def _load(self, state: Mapping[str, torch.Tensor]):
+        # On a GPU in the checkpoint's own dtype; on the CPU in float32 (bf16/fp16 matmuls there are
+        # slow, and the reference and every truncation go through the same path either way).
+        sd = {k: v.to(torch.float32) if v.is_floating_point() and self.device.type == "cpu" else v
+              for k, v in self._hf_state(state).items()}
+        model, info = self.cls.from_pretrained(None, config=self.config, state_dict=sd, output_loading_info=True)
+        unused = sorted(set(info.get("unexpected_keys") or ()) & set(sd))
+        missing = sorted(set(info.get("missing_keys") or ()) - self._tied_keys(model))
+        if unused or missing:
+            raise EvaluationError(
+                f"{self.folder}: the weights do not fit {self.cls.__name__} — "
+                + (f"{len(unused)} tensors not consumed ({', '.join(unused[:3])}…)" if unused else "")
+                + ("; " if unused and missing else "")
+                + (f"{len(missing)} parameters missing ({', '.join(missing[:3])}…)" if missing else "")
+                + "; nothing is scored with a model that is not the checkpoint")
+        return model.to(self.device).eval()
+
+    @staticmethod
+    def _tied_keys(model) -> set[str]:
+        tied = getattr(model, "_tied_weights_keys", None) or ()
+        names = set(tied if not isinstance(tied, dict) else tied.keys())
+        return {n for n in names if isinstance(n, str)}
+
+    def working_bytes(self) -> int:
+        """Memory of one forward pass beyond the weights (the logits or hidden states it keeps)."""
+        return 0
+
+    def set_reference(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Score the original weights once and keep their outputs: every later call is judged
+        against them."""
+        self._check_fits(state, self.working_bytes())
+        with torch.no_grad():
+            self._ref = self._reference(self._load(state))
+
+    def __call__(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        if getattr(self, "_ref", None) is None:
+            raise EvaluationError(f"{self.folder}: no reference outputs yet — call set_reference(original state) "
+                                  "before scoring")
+        self._check_fits(state, self.working_bytes())
+        with torch.no_grad():
+            return self._score(self._load(state))
