@@ -3,19 +3,32 @@ engine processes (``rmt_tui.engine``), waited on by thread workers that post mes
 comes from ``core``; this module only wires it up."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Header, ProgressBar, Tree
 from textual.worker import get_current_worker
 
-from core.checkpoint import Layer
 from core.errors import RmtError
-from core.scan import AnalysisOptions, Cancelled, LayerResult
+from core.evaluate.outcomes import EvaluatorChoice
+from core.io.layers import Layer
+from core.jobs import (
+    AnalyseManyRequest,
+    AnalyseRequest,
+    DeltaRequest,
+    EvaluateRequest,
+    SensitivityRequest,
+    SweepRequest,
+)
+from core.progress import Cancelled, tracked
+from core.scan import AnalysisOptions, LayerResult
 from core.text import printable
 
 from .engine import InlineEngine, ProcessEngine
@@ -27,6 +40,9 @@ from .session import ALL_LAYERS, Job, LayerKey, Opened, Session
 from .widgets import Compared, LayerTree, LeanFooter, ResultsPanel, SpectrumPlot
 
 NARROW = 110  # below this many columns the results panel moves under the plot
+# Each background job is a named worker method in its own exclusive group (a new job replaces the
+# running one of its kind); esc cancels them all.
+JOB_GROUPS = ("layer", "compare", "delta", "analyse-all", "evaluate", "sensitivity", "sweep")
 
 # Keys handled by the tree itself, listed in the help screen beside the app's bindings.
 NAVIGATION_HELP = [("j / k, ↓ / ↑", "move in the layer tree"), ("enter", "analyse the layer / expand a group"),
@@ -35,6 +51,10 @@ NAVIGATION_HELP = [("j / k, ↓ / ↑", "move in the layer tree"), ("enter", "an
 
 class RmtApp(App):
     TITLE = "rmt-tui"
+    # What is on screen follows these: setting one redraws what depends on it.
+    selected: reactive[LayerKey | None] = reactive(None, init=False)
+    last_error: reactive[str | None] = reactive(None, init=False)
+
     CSS = """
     #main { layout: grid; grid-size: 3 1; grid-columns: 30 1fr 44; height: 1fr; }
     #main.narrow { grid-size: 2 2; grid-columns: 30 1fr; grid-rows: 1fr 10; }
@@ -78,25 +98,23 @@ class RmtApp(App):
     ]
 
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
-                 conv_view: str = "reshape", evaluator_spec: str | None = None,
+                 conv_view: str = "reshape", evaluator: EvaluatorChoice | None = None,
                  engine: InlineEngine | ProcessEngine | None = None, executor: tuple = ("local",)):
         super().__init__()
         # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
         # the child imports the numerics while the tree is being shown.
         # Analyses in one process, truncation/evaluation/sweeps (torch, the model, its data) in a
         # second one started on first use: selecting a layer never waits behind an evaluation.
-        self.engine = engine or ProcessEngine()
-        self.worker = engine or ProcessEngine(start=False)
-        for e in {self.engine, self.worker}:
+        self.analysis_process = engine or ProcessEngine()
+        self.evaluation_process = engine or ProcessEngine(start=False)
+        for e in {self.analysis_process, self.evaluation_process}:
             if isinstance(e, ProcessEngine):
                 e.on_warning = lambda note: self.call_from_thread(self._say, note, title="warning",
                                                                   severity="warning", timeout=10)
         self.paths = [Path(p) for p in paths]
         self.executor = tuple(executor)  # make_executor's arguments: where `a` runs (local, or a Ray cluster)
         self.options = options or AnalysisOptions()
-        self.session = Session(conv_view, evaluator_spec)
-        self.selected: LayerKey | None = None
-        self.last_error: str | None = None
+        self.session = Session(conv_view, evaluator or EvaluatorChoice())
         self._progress_job: Job | None = None
         self._footer_shown: tuple | None = None
         self._last_compared: Compared | None = None
@@ -112,12 +130,14 @@ class RmtApp(App):
                 yield ProgressBar(total=1, show_eta=False, id="progress", classes="idle")
         yield LeanFooter(compact=True)
 
-    def _analyse(self, o: Opened, layer: Layer, job: Job) -> LayerResult:
-        return self.engine.analyse(o.path, self.session.conv_view, layer.name, self.options, job.token)
+    def _analyse(self, o: Opened, name: str, job: Job) -> LayerResult:
+        """One layer's analysis, from the analysis process (blocks this worker thread only)."""
+        return self.analysis_process.call(AnalyseRequest(str(o.path), name, self.options, self.session.conv_view),
+                                          job.token)
 
     def on_unmount(self) -> None:
-        self.engine.close()
-        self.worker.close()
+        self.analysis_process.close()
+        self.evaluation_process.close()
 
     def on_mount(self) -> None:
         errors = []
@@ -183,15 +203,18 @@ class RmtApp(App):
 
     def select(self, key: LayerKey, force: bool = False) -> None:
         changed = key != self.selected
-        self.selected = key
-        result = self.session.result(key)
-        if result is None and self.session.layer(key).analysable:
-            if changed or force:
-                self._analyse_selected(key)
-        elif result is None:  # no matrix view: the layer's reason is the whole story
-            self.session.opened[key.ckpt].results[key.name] = LayerResult(self.session.layer(key), None)
+        if self.session.result(key) is None:
+            if not self.session.layer(key).analysable:
+                self.session.record_no_matrix(key)
+            elif changed or force:
+                self._analyse_layer(self._begin("layer", f"analyse {key.name}"), key)
+        self.selected = key  # watch_selected redraws
+
+    def watch_selected(self) -> None:
         self._refresh_selection()
-        self._refresh_footer()
+
+    def watch_last_error(self) -> None:
+        self._refresh_panel()
 
     def _refresh_selection(self) -> None:
         key = self.selected
@@ -201,9 +224,10 @@ class RmtApp(App):
         else:
             o = self.session.opened[key.ckpt]
             result = o.results.get(key.name)
-            plot.delta_note = self._delta_note(key)
+            plot.delta_note = self.session.delta_note(key)
             plot.show(result, o.sweeps.get(key.name), "" if result is not None else "analysing…",
-                      compare=self._compared(key), delta=self._delta(key), delta_wanted=self._delta_wanted(key))
+                      compare=self._compared(key), delta=self.session.delta(key),
+                      delta_wanted=self.session.delta_wanted(key))
             if plot.view in COMPARE_VIEWS:
                 self._analyse_matched(key)
             elif plot.view == "delta":
@@ -224,45 +248,44 @@ class RmtApp(App):
         bar.set_class(job is None, "idle")
         if job is not None:
             bar.update(total=max(job.total, 1), progress=job.done)
+        self._refresh_footer()
 
     # ------------------------------------------------------------------------------- jobs
-    def _start(self, name: str, label: str, body: Callable[[Job], None], exclusive_group: str) -> Job:
-        """Run ``body(job)`` in a thread worker; its progress and end come back as messages."""
+    def _begin(self, name: str, label: str) -> Job:
+        """A job in the session (replacing the running one of its name), shown in the panel;
+        its worker reports progress through it."""
         job = self.session.start_job(name, label, on_progress=lambda j: self.post_message(JobProgress(j)))
         if name != "layer":
             self._progress_job = job
-
-        def run() -> None:
-            error = None
-            try:
-                body(job)
-            except Cancelled:
-                pass
-            except RmtError as exc:
-                error = str(exc)
-            except Exception as exc:  # a bug or an evaluator's failure must not kill the app
-                error = f"{type(exc).__name__}: {exc}"
-            self.post_message(JobEnded(job, error))
-
-        self.run_worker(run, thread=True, group=exclusive_group, exclusive=True, name=name)
         self._refresh_panel()
-        self._refresh_footer()
         return job
+
+    @contextmanager
+    def _reporting(self, job: Job) -> Iterator[None]:
+        """Around a worker's body: its end, and any error, come back as one JobEnded message."""
+        error = None
+        try:
+            yield
+        except Cancelled:
+            pass
+        except RmtError as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug or an evaluator's failure must not kill the app
+            error = f"{type(exc).__name__}: {exc}"
+        self.post_message(JobEnded(job, error))
 
     def _live(self, job: Job) -> bool:
         """Still wanted: neither cancelled nor replaced, and the worker was not cancelled."""
         return self.session.is_current(job) and not get_current_worker().is_cancelled
 
-    def _analyse_selected(self, key: LayerKey) -> None:
-        o = self.session.opened[key.ckpt]
-        layer = self.session.layer(key)
+    def _post_result(self, job: Job, key: LayerKey, result: LayerResult) -> None:
+        if self._live(job):
+            self.post_message(LayerAnalysed(key, result))
 
-        def body(job: Job) -> None:
-            r = self._analyse(o, layer, job)
-            if self._live(job):
-                self.post_message(LayerAnalysed(key, r))
-
-        self._start("layer", f"analyse {layer.name}", body, "layer")
+    @work(thread=True, exclusive=True, group="layer", exit_on_error=False)
+    def _analyse_layer(self, job: Job, key: LayerKey) -> None:
+        with self._reporting(job):
+            self._post_result(job, key, self._analyse(self.session.opened[key.ckpt], key.name, job))
 
     # ------------------------------------------------------------------------------- several checkpoints
     def _compared(self, key: LayerKey) -> Compared | None:
@@ -280,49 +303,30 @@ class RmtApp(App):
 
     def _analyse_matched(self, key: LayerKey) -> None:
         """Analyse the selected layer's matches in the other checkpoints (those not analysed yet)."""
-        todo = [k for k in self.session.matched(key) if k is not None and self.session.result(k) is None
-                and self.session.layer(k).analysable]
-        if not todo or "compare" in self.session.jobs:
-            return
+        todo = self.session.unanalysed_matches(key)
+        if todo and "compare" not in self.session.jobs:
+            self._analyse_keys(self._begin("compare", f"compare {key.name}"), todo)
 
-        def body(job: Job) -> None:
-            for i, k in enumerate(todo):
-                job.progress(i, len(todo), k.name)
-                r = self._analyse(self.session.opened[k.ckpt], self.session.layer(k), job)
-                if not self._live(job):
-                    return
-                self.post_message(LayerAnalysed(k, r))
-
-        self._start("compare", f"compare {key.name}", body, "compare")
-
-    def _delta_wanted(self, key: LayerKey) -> bool:
-        return self.session.base is not None and key.ckpt != self.session.base
-
-    def _base_key(self, key: LayerKey) -> LayerKey | None:
-        return self.session.matched(key)[self.session.base] if self._delta_wanted(key) else None
-
-    def _delta(self, key: LayerKey):
-        return self.session.deltas.get((self.session.base, key)) if self._delta_wanted(key) else None
-
-    def _delta_note(self, key: LayerKey) -> str:
-        if self._delta_wanted(key) and self._base_key(key) is None:
-            return f"no delta: {self.session.opened[self.session.base].path.name} (base) has no such layer"
-        return ""
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def _analyse_keys(self, job: Job, keys: list[LayerKey]) -> None:
+        with self._reporting(job):
+            for k in tracked(keys, job.progress, job.token, label=lambda k: k.name, finish=False):
+                self._post_result(job, k, self._analyse(self.session.opened[k.ckpt], k.name, job))
 
     def _compute_delta(self, key: LayerKey) -> None:
-        base_key = self._base_key(key)
-        if base_key is None or self._delta(key) is not None:
-            return
-        base = self.session.base
-        b, t = self.session.opened[base], self.session.opened[key.ckpt]
+        base_key = self.session.base_key(key)
+        if base_key is not None and self.session.delta(key) is None:
+            self._delta_of(self._begin("delta", f"delta {key.name}"), self.session.base, base_key, key)
 
-        def body(job: Job) -> None:
-            d = self.engine.delta(b.path, t.path, self.session.conv_view, base_key.name, key.name, self.options,
-                                  job.token)
+    @work(thread=True, exclusive=True, group="delta", exit_on_error=False)
+    def _delta_of(self, job: Job, base: int, base_key: LayerKey, key: LayerKey) -> None:
+        with self._reporting(job):
+            b, t = self.session.opened[base], self.session.opened[key.ckpt]
+            req = DeltaRequest(str(b.path), str(t.path), self.options, ((base_key.name, key.name),),
+                               self.session.conv_view)
+            d = self.analysis_process.call(req, job.token)[0]
             if self._live(job):
                 self.post_message(DeltaDone(base, key, d))
-
-        self._start("delta", f"delta {key.name}", body, "delta")
 
     def _needs_checkpoints(self, n: int = 2) -> bool:
         if len(self.session.opened) >= n:
@@ -355,7 +359,7 @@ class RmtApp(App):
         if self.selected is None or not self._needs_checkpoints():
             return
         ckpt = self.selected.ckpt
-        self.session.base = None if self.session.base == ckpt else ckpt
+        self.session.toggle_base(ckpt)
         self._refresh_titles()
         if self.session.base is None:
             self._say("no base: deltas are off")
@@ -363,7 +367,6 @@ class RmtApp(App):
             self._say(f"base: {self.session.opened[ckpt].path.name} — select the layer in another checkpoint and "
                       "press d for ΔW (one lineage only: independent runs have permuted units)")
         self._refresh_selection()
-        self._refresh_footer()
 
     def action_delta(self) -> None:
         key = self.selected
@@ -387,51 +390,49 @@ class RmtApp(App):
         self.push_screen(GridScreen(self.session, self.options.methods, self.action_analyse_all), done)
 
     def action_analyse_all(self) -> None:
-        todo = [(o, l) for o in self.session.opened for l in o.ckpt.layers if l.name not in o.results]
+        todo = self.session.unanalysed()
         if not todo:
             self._say("every layer is analysed")
             return
+        local = self.executor[0] == "local"
+        job = self._begin("analyse-all", "analyse all" + ("" if local else f" ({self.executor[0]})"))
+        (self._analyse_all if local else self._analyse_all_through_executor)(job, todo)
 
-        def body(job: Job) -> None:
-            for i, (o, layer) in enumerate(todo):
-                job.token.check()
-                job.progress(i, len(todo), layer.name)
-                r = self._analyse(o, layer, job)
+    @work(thread=True, exclusive=True, group="analyse-all", exit_on_error=False)
+    def _analyse_all(self, job: Job, todo: list[tuple[Opened, str]]) -> None:
+        with self._reporting(job):
+            for o, name in tracked(todo, job.progress, job.token, label=lambda item: item[1]):
+                r = self._analyse(o, name, job)
                 if not self._live(job):
                     return
-                self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
-            job.progress(len(todo), len(todo), "")
+                self.post_message(LayerAnalysed(LayerKey(o.index, name), r))
 
-        def through_executor(job: Job) -> None:  # e.g. Ray: all submitted at once, results as they finish
+    @work(thread=True, exclusive=True, group="analyse-all", exit_on_error=False)
+    def _analyse_all_through_executor(self, job: Job, todo: list[tuple[Opened, str]]) -> None:
+        """E.g. Ray: every layer submitted at once, results shown as they finish."""
+        with self._reporting(job):
             done = 0
             for o in self.session.opened:
-                names = [layer.name for p, layer in todo if p is o]
+                names = tuple(name for p, name in todo if p is o)
                 if not names:
                     continue
-
-                def post(r, o=o):
-                    if self._live(job):
-                        self.post_message(LayerAnalysed(LayerKey(o.index, r.layer.name), r))
-
-                self.engine.analyse_many(o.path, self.session.conv_view, names, self.options, self.executor, post,
-                                         cancel=job.token, progress=job.stage(done, len(todo), o.path.name))
+                req = AnalyseManyRequest(str(o.path), names, self.options, self.executor, self.session.conv_view)
+                self.analysis_process.call(req, job.token, job.stage(done, len(todo), o.path.name),
+                                           lambda r, o=o: self._post_result(job, LayerKey(o.index, r.layer.name), r))
                 done += len(names)
             job.progress(len(todo), len(todo), "")
 
-        label = "analyse all" + (f" ({self.executor[0]})" if self.executor[0] != "local" else "")
-        self._start("analyse-all", label, body if self.executor[0] == "local" else through_executor, "analyse-all")
-
-    def _results_of(self, o: Opened, layers: list[Layer], job: Job, total: int) -> list[LayerResult]:
+    def _results_of(self, o: Opened, layers: list[Layer], job: Job, total: int) -> tuple[LayerResult, ...]:
         """The layers' analyses, computing (and showing) those not known yet: the first stage of a
         job of ``total`` steps (evaluation, sensitivity)."""
         results = []
         for i, layer in enumerate(layers):
             job.progress(i, total, f"analyse {layer.name}")
-            r = o.results.get(layer.name) or self._analyse(o, layer, job)
-            results.append(r)
-            if layer.name not in o.results and self._live(job):
-                self.post_message(LayerAnalysed(LayerKey(o.index, layer.name), r))
-        return results
+            known = o.results.get(layer.name)
+            results.append(known or self._analyse(o, layer.name, job))
+            if known is None:
+                self._post_result(job, LayerKey(o.index, layer.name), results[-1])
+        return tuple(results)
 
     def action_evaluate(self, scope: str) -> None:
         key = self.selected
@@ -442,19 +443,19 @@ class RmtApp(App):
         if scope == "layer" and not self.session.layer(key).analysable:
             self._say(f"{key.name} has no matrix to truncate", severity="warning")
             return
-        target = key.name if scope == "layer" else ALL_LAYERS
         layers = [self.session.layer(key)] if scope == "layer" else [l for l in o.ckpt.layers if l.analysable]
+        job = self._begin("evaluate", f"evaluate {'all layers' if scope == 'all' else key.name}")
+        self._evaluate(job, o, layers, key.name if scope == "layer" else ALL_LAYERS)
 
-        def body(job: Job) -> None:
+    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
+    def _evaluate(self, job: Job, o: Opened, layers: list[Layer], scope: str) -> None:
+        with self._reporting(job):
             total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
-            results = self._results_of(o, layers, job, total)
-            rep = self.worker.evaluate(o.path, self.session.conv_view, results, self.session.evaluator_spec,
-                                       self.options.methods, cancel=job.token,
-                                       progress=job.stage(len(layers), total, "evaluate"))
+            req = EvaluateRequest(str(o.path), self._results_of(o, layers, job, total), self.session.evaluator,
+                                  self.options.methods, conv_view=self.session.conv_view)
+            rep = self.evaluation_process.call(req, job.token, job.stage(len(layers), total, "evaluate"))
             if self._live(job):
-                self.post_message(EvalDone(o.index, target, rep))
-
-        self._start("evaluate", f"evaluate {'all layers' if scope == 'all' else key.name}", body, "evaluate")
+                self.post_message(EvalDone(o.index, scope, rep))
 
     def action_sensitivity(self) -> None:
         key = self.selected
@@ -462,18 +463,18 @@ class RmtApp(App):
             self._say("select a layer first", severity="warning")
             return
         o = self.session.opened[key.ckpt]
-        layers = [l for l in o.ckpt.layers if l.analysable]
+        self._sensitivity(self._begin("sensitivity", f"each layer of {o.path.name}"), o)
 
-        def body(job: Job) -> None:
+    @work(thread=True, exclusive=True, group="sensitivity", exit_on_error=False)
+    def _sensitivity(self, job: Job, o: Opened) -> None:
+        with self._reporting(job):
+            layers = [l for l in o.ckpt.layers if l.analysable]
             total = 2 * len(layers) + 1  # analyses, then about one evaluation per layer and method
-            results = self._results_of(o, layers, job, total)
-            rep = self.worker.sensitivity(o.path, self.session.conv_view, results, self.session.evaluator_spec,
-                                          self.options.methods, cancel=job.token,
-                                          progress=job.stage(len(layers), total, "evaluate"))
+            req = SensitivityRequest(str(o.path), self._results_of(o, layers, job, total), self.session.evaluator,
+                                     self.options.methods, conv_view=self.session.conv_view)
+            rep = self.evaluation_process.call(req, job.token, job.stage(len(layers), total, "evaluate"))
             if self._live(job):
                 self.post_message(SensitivityDone(o.index, rep))
-
-        self._start("sensitivity", f"each layer of {o.path.name}", body, "sensitivity")
 
     def on_sensitivity_done(self, msg: SensitivityDone) -> None:
         from core.report import sensitivity_document
@@ -490,31 +491,29 @@ class RmtApp(App):
         if key is None or not self.session.layer(key).analysable:
             self._say("select an analysable layer first", severity="warning")
             return
-        o = self.session.opened[key.ckpt]
-        layer = self.session.layer(key)
+        self._sweep(self._begin("sweep", f"sweep {key.name}"), key)
 
-        def body(job: Job) -> None:
-            r = o.results.get(layer.name) or self._analyse(o, layer, job)
-            rep = self.worker.sweep(o.path, self.session.conv_view, r, self.session.evaluator_spec,
-                                       cancel=job.token, progress=job.progress)
+    @work(thread=True, exclusive=True, group="sweep", exit_on_error=False)
+    def _sweep(self, job: Job, key: LayerKey) -> None:
+        with self._reporting(job):
+            o = self.session.opened[key.ckpt]
+            r = o.results.get(key.name) or self._analyse(o, key.name, job)
+            req = SweepRequest(str(o.path), r, self.session.evaluator, conv_view=self.session.conv_view)
+            rep = self.evaluation_process.call(req, job.token, job.progress)
             if self._live(job):
                 self.post_message(SweepDone(key, rep))
 
-        self._start("sweep", f"sweep {key.name}", body, "sweep")
-
     def action_cancel(self) -> None:
         cancelled = self.session.cancel_all()
-        for group in ("layer", "analyse-all", "evaluate", "sweep", "compare", "delta", "sensitivity"):
+        for group in JOB_GROUPS:
             self.workers.cancel_group(self, group)
         if cancelled:
             self._say("cancelled: " + ", ".join(cancelled))
         self._refresh_selection()
-        self._refresh_footer()
 
     # ------------------------------------------------------------------------------- messages
     def on_layer_analysed(self, msg: LayerAnalysed) -> None:
-        o = self.session.opened[msg.key.ckpt]
-        o.results[msg.key.name] = msg.result
+        self.session.record_result(msg.key, msg.result)
         self.query_one(LayerTree).update_leaf(msg.key, msg.result.layer, msg.result)
         if isinstance(self.screen, GridScreen):
             self.screen.refresh_key(msg.key)
@@ -523,7 +522,7 @@ class RmtApp(App):
             self._refresh_selection()
 
     def on_delta_done(self, msg: DeltaDone) -> None:
-        self.session.deltas[msg.base, msg.key] = msg.result
+        self.session.record_delta(msg.base, msg.key, msg.result)
         if msg.key == self.selected:
             self._refresh_selection()
 
@@ -539,14 +538,13 @@ class RmtApp(App):
         elif current and msg.job.name != "layer":
             self._say(f"done: {msg.job.label}")
         self._refresh_panel()
-        self._refresh_footer()
 
     def on_eval_done(self, msg: EvalDone) -> None:
-        self.session.opened[msg.ckpt].evals[msg.scope] = msg.report
+        self.session.record_eval(msg.ckpt, msg.scope, msg.report)
         self._refresh_panel()
 
     def on_sweep_done(self, msg: SweepDone) -> None:
-        self.session.opened[msg.key.ckpt].sweeps[msg.key.name] = msg.report
+        self.session.record_sweep(msg.key, msg.report)
         if msg.key == self.selected:
             plot = self.query_one(SpectrumPlot)
             plot.view = "sweep"
@@ -557,9 +555,8 @@ class RmtApp(App):
         self.notify(printable(message), markup=False, **kw)
 
     def _error(self, message: str) -> None:
-        self.last_error = message
         self._say(message, title="error", severity="error", timeout=10)
-        self._refresh_panel()
+        self.last_error = message  # watch_last_error redraws the panel
 
     # ------------------------------------------------------------------------------- other actions
     def action_cycle_view(self) -> None:
@@ -619,7 +616,7 @@ class RmtApp(App):
     def _footer_state(self) -> tuple:
         layer_actions = self.selected is not None and self.session.layer(self.selected).analysable
         several = len(self.session.opened) >= 2
-        delta = self.selected is not None and self._delta_wanted(self.selected)
+        delta = self.selected is not None and self.session.delta_wanted(self.selected)
         return bool(self.session.jobs), layer_actions, several, delta
 
     def _refresh_footer(self) -> None:
