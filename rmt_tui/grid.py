@@ -12,8 +12,9 @@ from textual.widgets import DataTable, Static
 from core.rmt.methods import short_label
 from core.scan import LayerResult
 
+from .render import rank_cell, shown
 from .session import LayerKey, Session
-from .tables import short_labels, shown
+from .tables import short_labels
 from .widgets import LeanFooter
 
 
@@ -26,10 +27,7 @@ def cell(session: Session, key: LayerKey | None) -> Text:
         return Text("–", style="dim")
     if r is None:
         return Text("·", style="dim")
-    t = Text("/".join(f"{m.rank}" if m.ok else "–" for m in r.analysis.methods.values()))
-    if any(m.poor_fit for m in r.analysis.methods.values()):
-        t.append("⚠", style="yellow")
-    return t
+    return rank_cell({m: x.to_dict() for m, x in r.analysis.methods.items()})
 
 
 class GridScreen(Screen):

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from .tables import shown
+from .render import shown
 
 
 class Dialog(ModalScreen):

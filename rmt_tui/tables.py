@@ -8,19 +8,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from core.evaluate.outcomes import MetricSpec, metric_spec
 from core.rmt.methods import short_label
-from core.text import printable
 
-
-def shown(text: str, style: str = "") -> Text:
-    """A name or message from a checkpoint as terminal text: control characters escaped, and
-    never read as Rich markup (a tensor may be called "[red]x")."""
-    return Text(printable(text), style=style)
-
-
-def fmt(x, spec=".3g") -> str:
-    """A number, or – when it does not apply."""
-    return "–" if x is None else format(x, spec)
+from .render import fmt, metric_value, rank_cell, ranks_summary, shown
 
 
 def report_table(doc: dict, methods) -> Table:
@@ -48,38 +39,31 @@ def report_table(doc: dict, methods) -> Table:
     return t
 
 
-def _primary(doc: dict) -> tuple[str, str]:
-    """(key, label) of the document's primary metric."""
-    return doc["primary"]["metric"], doc["primary"]["label"]
-
-
-def metric(value, key: str) -> str:
-    return "–" if value is None else format(value, ".4f" if key in ("accuracy", "fidelity", "top1") else ".4g")
+def _primary(doc: dict) -> tuple[MetricSpec, str]:
+    """The document's primary metric and its label."""
+    spec = metric_spec(doc["primary"])
+    return spec, spec.label
 
 
 def eval_table(doc: dict) -> Table:
-    key, label = _primary(doc)
+    spec, label = _primary(doc)
     t = Table(title=shown(f"{doc['checkpoint']} — evaluator {doc['evaluator']}"), title_justify="left")
     t.add_column("truncation")
     t.add_column(label, justify="right")
     t.add_column("ranks", overflow="fold")
     t.add_column("params saved", justify="right")
     t.add_column("Avew", justify="right")
-    t.add_row("none (baseline)", metric(doc["baseline"][key], key), "", "", "")
+    t.add_row("none (baseline)", spec.show(doc["baseline"][spec.key]), "", "", "")
     for m, o in doc["methods"].items():
-        ks = list(o["ranks"].values())
-        ranks = shown(" ".join(f"{k.rsplit('.', 1)[0]}:{v}" for k, v in o["ranks"].items())) if len(ks) <= 3 else \
-            Text(f"{len(ks)} layers, ŝ {min(ks)}–{max(ks)} (median {sorted(ks)[len(ks) // 2]})")
-        value = "collapsed" if o["metrics"].get("collapsed") else \
-            ("≥ " if o["metrics"].get("kl_lower_bound") else "") + metric(o["value"], key)
-        t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", value, ranks, f"{o['params_saved']:,}", fmt(o["mean_avew"]))
+        t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", metric_value(spec, o["metrics"], o["value"]),
+                  ranks_summary(o["ranks"]), f"{o['params_saved']:,}", fmt(o["mean_avew"]))
     return t
 
 
 def sweep_table(doc: dict) -> Table:
-    key, label = _primary(doc)
+    spec, label = _primary(doc)
     marks = [(v, short_label(m)) for m, v in doc["method_ranks"].items() if v is not None]
-    t = Table(title=shown(f"{doc['layer']} (p = {doc['p']}), baseline {label} {metric(doc['baseline'][key], key)}"),
+    t = Table(title=shown(f"{doc['layer']} (p = {doc['p']}), baseline {label} {spec.show(doc['baseline'][spec.key])}"),
               title_justify="left")
     t.add_column("rank k", justify="right")
     t.add_column(label, justify="right")
@@ -89,16 +73,16 @@ def sweep_table(doc: dict) -> Table:
     t.add_column("")
     for pt in doc["points"]:
         here = [lbl for k, lbl in marks if k == pt["rank"]]
-        t.add_row(str(pt["rank"]), metric(pt["value"], key), *[fmt(pt["avew"][m]) for m in methods],
+        t.add_row(str(pt["rank"]), spec.show(pt["value"]), *[fmt(pt["avew"][m]) for m in methods],
                   f"← ŝ {', '.join(here)}" if here else "")
     return t
 
 
 def sensitivity_table(doc: dict, top: int | None = None) -> Group:
     """Layers by the damage truncating each alone does (least first), then the plan, if any."""
-    key, label = _primary(doc)
-    base = doc["baseline"][key]
-    t = Table(title=shown(f"{doc['checkpoint']} — each layer alone at ŝ; {label} baseline {metric(base, key)}"),
+    spec, label = _primary(doc)
+    t = Table(title=shown(f"{doc['checkpoint']} — each layer alone at ŝ; {label} baseline "
+                          f"{spec.show(doc['baseline'][spec.key])}"),
               title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=30)
     t.add_column("method", no_wrap=True)
@@ -109,7 +93,7 @@ def sensitivity_table(doc: dict, top: int | None = None) -> Group:
     rows = doc["layers"][:top] if top else doc["layers"]
     for r in rows:
         t.add_row(shown(r["layer"]), short_label(r["method"]), f"{r['rank']}/{r['p']}",
-                  "collapsed" if r["metrics"].get("collapsed") else metric(r["value"], key),
+                  metric_value(spec, r["metrics"], r["value"]),
                   f"{r['damage']:+.3g}", f"{r['params_saved']:,}")
     parts = [t]
     if doc["plan"] is not None:
@@ -123,18 +107,10 @@ def sensitivity_table(doc: dict, top: int | None = None) -> Group:
         p.add_column(label, justify="right")
         p.add_column("")
         for i, s in enumerate(plan["steps"], start=1):
-            p.add_row(str(i), shown(s["layer"]), str(s["rank"]), metric(s["value"], key),
+            p.add_row(str(i), shown(s["layer"]), str(s["rank"]), spec.show(s["value"]),
                       Text("within" if s["within"] else "over budget: stop", style="" if s["within"] else "yellow"))
         parts += [p, Text(f"plan: {len(plan['ranks'])} layers truncated within {plan['budget']}")]
     return Group(*parts)
-
-
-def _ranks_cell(methods_doc: dict, methods) -> Text:
-    """'97/185' (ŝ per method, in the methods' order), ⚠ when a fit is poor."""
-    t = Text("/".join(fmt(methods_doc[m]["rank"], "d") for m in methods))
-    if any(methods_doc[m]["poor_fit"] for m in methods):
-        t.append("⚠", style="yellow")
-    return t
 
 
 def short_labels(labels: list[str]) -> tuple[list[str], str]:
@@ -178,7 +154,7 @@ def compare_table(doc: dict, methods) -> Table:
             elif r["status"] != "ok":
                 cells.append(Text("–", style="dim"))
             else:
-                cells.append(_ranks_cell(r["methods"], methods))
+                cells.append(rank_cell(r["methods"], methods))
         note = layer["status"] if layer["status"] != "matched" else ("dtype" if layer["warnings"] else "")
         extra = [Text(note, style="yellow")] if len(t.columns) > len(labels) + 1 else []
         t.add_row(shown(layer["key"]), *cells, *extra)

@@ -29,8 +29,9 @@ from .plots import (
     series_style,
     style,
 )
+from .render import fmt, metric_value, rank_cell, ranks_summary, shown
 from .session import ALL_LAYERS, LayerKey, Opened
-from .tables import fmt, short_labels, shown
+from .tables import short_labels
 
 if TYPE_CHECKING:
     from core.compare.delta import DeltaResult
@@ -51,17 +52,11 @@ class LeanFooter(Footer):
 
 def rank_marks(result: LayerResult | None) -> Text:
     """'B97 G185' (with ⚠ on a poor MP fit), '·' when not analysed, the reason's gist when skipped."""
-    t = Text()
     if result is None:
-        return t
+        return Text()
     if result.reason is not None:
         return Text(" –", style="dim")
-    for m, r in result.analysis.methods.items():
-        label = style(m).label[0]
-        t.append(f" {label}{fmt(r.rank, 'd') if r.ok else '–'}", style="bold" if r.ok else "dim")
-        if r.poor_fit:
-            t.append("⚠", style="yellow")
-    return t
+    return rank_cell({m: r.to_dict() for m, r in result.analysis.methods.items()}, labelled=True)
 
 
 class LayerTree(Tree[LayerKey | None]):
@@ -410,11 +405,8 @@ class ResultsPanel(Static):
         t.add_column("params saved", justify="right")
         t.add_row("baseline", spec.show(rep.baseline[spec.key]), "", "")
         for m, o in rep.outcomes.items():
-            ks = list(o.ranks.values())
-            ranks = ",".join(map(str, ks)) if len(ks) <= 3 else f"{len(ks)} layers"
-            value = "collapsed" if o.metrics.get("collapsed") else \
-                ("≥ " if o.metrics.get("kl_lower_bound") else "") + spec.show(o.metrics[spec.key])
-            t.add_row(style(m).label, value, ranks, f"{o.params_saved:,}")
+            t.add_row(style(m).label, metric_value(spec, o.metrics), ranks_summary(o.ranks, wide=False),
+                      f"{o.params_saved:,}")
         return [Text(""), t, *extra_metrics(rep)]
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from core.cache import SpectrumCache
 from core.compare.matching import SAME, TIED, TRANSPOSED, MatchRow, MatchTable
 from core.io.checkpoint import Checkpoint
+from core.io.dtypes import UNIT_ROUNDOFF
 from core.io.layers import Layer
 from core.memory import require_memory
 from core.progress import CancelToken, Progress, tracked
@@ -26,7 +27,6 @@ from core.scan import AnalysisOptions, LayerResult, analyse_layer
 # Rounding a weight to a dtype with unit roundoff u changes it by ≈ 0.5·u·‖W‖ (measured: bf16 alone
 # gives ‖ΔW‖/‖W‖ ≈ 2·10⁻³, SPEC §10), and two independently rounded copies by √2 times that. A delta
 # within ROUNDING_MARGIN of that level may be storage noise and nothing else.
-UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
 ROUNDING_PER_SIDE = 0.5
 ROUNDING_MARGIN = 1.5
 

@@ -10,7 +10,7 @@ import torch
 
 from core.errors import EvaluationError
 from core.evaluate.hf import TEXT_OFFSET, HFEvaluator
-from core.evaluate.outcomes import MetricSpec
+from core.evaluate.outcomes import KL
 from core.text import first_line
 
 WINDOWS, WINDOW_TOKENS = 4, 256  # SPEC §11: ≥ 4 × 256 scored tokens
@@ -21,7 +21,7 @@ COLLAPSE_TOP1, COLLAPSE_PPL = 0.05, 100.0
 
 class HFCausalLM(HFEvaluator):
     name = "hf-causal-lm"
-    primary = MetricSpec("kl", "KL nats/token", higher_is_better=False, fmt=".4g")
+    primary = KL
 
     def __init__(self, folder, text=None, device="cpu", windows: int = WINDOWS, tokens: int = WINDOW_TOKENS):
         super().__init__(folder, text, device)

@@ -13,14 +13,14 @@ import torch
 
 from core.errors import EvaluationError
 from core.evaluate.hf import TEXT_OFFSET, HFEvaluator
-from core.evaluate.outcomes import MetricSpec
+from core.evaluate.outcomes import FIDELITY
 
 SENTENCES = 64
 
 
 class HFEncoder(HFEvaluator):
     name = "hf-encoder"
-    primary = MetricSpec("fidelity", "embedding fidelity", higher_is_better=True, fmt=".4f")
+    primary = FIDELITY
 
     def __init__(self, folder, text=None, device="cpu", sentences: int = SENTENCES):
         super().__init__(folder, text, device)

@@ -26,6 +26,18 @@ class MetricSpec:
 
 
 ACCURACY = MetricSpec()
+KL = MetricSpec("kl", "KL nats/token", higher_is_better=False, fmt=".4g")  # hf-causal-lm
+FIDELITY = MetricSpec("fidelity", "embedding fidelity", higher_is_better=True, fmt=".4f")  # hf-encoder
+_BUILT_IN = {s.key: s for s in (ACCURACY, KL, FIDELITY)}
+
+
+def metric_spec(record: dict) -> MetricSpec:
+    """The MetricSpec of a document's ``primary`` record ({metric, label, higher_is_better}): the
+    built-in evaluators' own, else a user metric shown with 4 significant digits."""
+    known = _BUILT_IN.get(record["metric"])
+    if known is not None and known.label == record["label"]:
+        return known
+    return MetricSpec(record["metric"], record["label"], bool(record["higher_is_better"]), ".4g")
 
 
 @dataclass(frozen=True)

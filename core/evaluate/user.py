@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.errors import EvaluationError
 from core.evaluate.base import SelfContained
-from core.evaluate.outcomes import MetricSpec
+from core.evaluate.outcomes import metric_spec
 
 
 class FunctionEvaluator(SelfContained):
@@ -21,8 +21,9 @@ class FunctionEvaluator(SelfContained):
         key = getattr(fn, "primary", "accuracy")
         if not isinstance(key, str):
             raise EvaluationError(f"{name}: evaluate.primary must be a metric name, got {key!r}")
-        higher = bool(getattr(fn, "higher_is_better", True))
-        self.primary = MetricSpec(key, str(getattr(fn, "primary_label", key)), higher, ".4g")
+        # As a document's primary record is read back (so the CLI and the app format it alike).
+        self.primary = metric_spec({"metric": key, "label": str(getattr(fn, "primary_label", key)),
+                                    "higher_is_better": bool(getattr(fn, "higher_is_better", True))})
 
     def __call__(self, state):
         return self.fn(state)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.errors import CheckpointError
 from core.io.gguf import GgufSource
@@ -16,8 +15,6 @@ from core.io.sources import Source, open_bytes
 from core.io.torchzip import NotPlain
 from core.text import first_line
 
-if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
-    pass
 
 class ShardedSource(Source):
     """Several files behind one index (Hugging Face ``*.index.json``), or one file in a folder."""

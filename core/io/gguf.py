@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CheckpointError
-from core.io.dtypes import ITEMSIZE
+from core.io.dtypes import GGUF_PLAIN, ITEMSIZE
 from core.io.sources import Source, bytes_as_array, read_region, require_regular
 
 MAGIC = b"GGUF"
@@ -33,9 +33,6 @@ INSTALL = "pip install 'rmt-tui[gguf]'"
 # Metadata value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
-# Plain (not block-quantised) types and the dtype names used everywhere else in the project.
-_PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I8": "int8", "I16": "int16",
-          "I32": "int32", "I64": "int64"}
 
 
 def gguf_module():
@@ -184,7 +181,7 @@ class GgufIndex:
         except ValueError:
             return GgufTensor(name, shape, type_id, f"type{type_id}", offset, 0,
                               f"GGML type {type_id}, unknown to gguf {self._gguf_version()}: not read")
-        dtype = _PLAIN.get(qtype.name, qtype.name.lower())
+        dtype = GGUF_PLAIN.get(qtype.name, qtype.name.lower())
         block, size = sizes[qtype]
         if dims[0] % block:
             raise self._bad(f"tensor {name!r}: a row of {dims[0]} is not a whole number of {qtype.name} blocks "
@@ -195,7 +192,7 @@ class GgufIndex:
                                              f"byte {offset + nbytes}, past the end of the file ({len(self._mv)} "
                                              "bytes)", "the file is truncated; download it again")
         reason = None
-        if dtype not in _PLAIN.values() and qtype not in self._gguf.quants._type_traits:
+        if dtype not in GGUF_PLAIN.values() and qtype not in self._gguf.quants._type_traits:
             reason = f"{qtype.name}: gguf {self._gguf_version()} has no dequantiser for this type; not read"
         return GgufTensor(name, shape, type_id, dtype, offset, nbytes, reason)
 

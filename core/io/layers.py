@@ -4,12 +4,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.io.dtypes import FLOAT8_DTYPES, FLOAT_DTYPES
-
-if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
-    pass
 
 MIN_SIDE = 2  # a matrix view with a side shorter than this has no spectrum to speak of
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,8 +12,6 @@ from core.io.sources import Source, open_bytes
 from core.memory import human_bytes
 from core.text import first_line
 
-if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
-    pass
 
 class NpzSource(Source):
     def __init__(self, path: Path):

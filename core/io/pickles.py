@@ -9,7 +9,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +19,6 @@ from core.io.sources import Source, open_bytes, torch_dtype_name
 from core.io.torchzip import NotPlain, TensorRef, TorchZip, widen
 from core.memory import require_memory
 from core.text import first_line
-
-if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
-    pass
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".gguf")
 # Keys under which training checkpoints wrap the model's weights, in order of preference.

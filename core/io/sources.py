@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.errors import CheckpointError
-from core.io.torchzip import raw_dtype, widen
+from core.io.dtypes import raw_dtype
+from core.io.torchzip import widen
 
 if TYPE_CHECKING:  # torch is imported where tensors are read: listing a checkpoint does not need it
     import torch

@@ -26,22 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-# torch's typed-storage class names (as pickled: GLOBAL 'torch FloatStorage') → dtype name.
-STORAGE_DTYPES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-                  "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
-                  "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
-                  "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
-                  "Float8_e4m3fnStorage": "float8_e4m3fn", "Float8_e5m2Storage": "float8_e5m2"}
-# How each dtype's bytes are held in numpy before widening (numpy has no bfloat16 or float8).
-_RAW = {"bfloat16": np.dtype("<u2"), "float8_e4m3fn": np.dtype("u1"), "float8_e5m2": np.dtype("u1"),
-        "bool": np.dtype("?")}
-_RAW.update({d: np.dtype(d).newbyteorder("<") for d in ("float32", "float64", "float16", "int64", "int32", "int16",
-                                                         "int8", "uint8", "complex64", "complex128")})
-
-
-def raw_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype that holds ``dtype``'s stored bytes (little-endian)."""
-    return _RAW[dtype] if dtype in _RAW else np.dtype(dtype).newbyteorder("<")
+from core.io.dtypes import STORAGE_DTYPES, raw_dtype
 
 
 class NotPlain(Exception):
