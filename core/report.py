@@ -23,6 +23,12 @@ SENSITIVITY_SCHEMA = "rmt-tui/sensitivity/1"
 PLAN_SCHEMA = "rmt-tui/plan/1"
 
 
+def options_record(opts, conv_view: str, layers) -> dict[str, Any]:
+    """The ``options`` of a report or compare document: what produced its numbers."""
+    return {"methods": list(opts.methods), "params": {m: dict(p) for m, p in opts.params},
+            "weighting": opts.weighting, "conv_view": conv_view, "layers": list(layers) if layers else None}
+
+
 def layer_record(r: LayerResult, methods: Sequence[str]) -> dict[str, Any]:
     a = r.analysis
     shape = a.shape if a is not None else None

@@ -3,53 +3,34 @@ engine processes (``rmt_tui.engine``), waited on by thread workers that post mes
 comes from ``core``; this module only wires it up."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
-from textual import work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.screen import Screen
 from textual.widgets import Header, ProgressBar, Tree
-from textual.worker import get_current_worker
 
 from core.errors import RmtError
 from core.evaluate.outcomes import EvaluatorChoice
-from core.io.layers import Layer
-from core.jobs import (
-    AnalyseManyRequest,
-    AnalyseRequest,
-    DeltaRequest,
-    EvaluateRequest,
-    SensitivityRequest,
-    SweepRequest,
-)
-from core.progress import Cancelled, tracked
-from core.scan import AnalysisOptions, LayerResult
+from core.scan import AnalysisOptions
 from core.text import printable
 
 from .engine import InlineEngine, ProcessEngine
 from .grid import GridScreen
+from .keys import APP_BINDINGS, KeyBindings
 from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SensitivityDone, SweepDone
+from .panel import ResultsPanel
 from .plots import COMPARE_VIEWS, VIEW_TITLES
-from .screens import ConfirmQuit, FindScreen, HelpScreen, OpenScreen, SensitivityScreen
+from .screens import ConfirmQuit, FindScreen, OpenScreen, SensitivityScreen
 from .session import ALL_LAYERS, Job, LayerKey, Opened, Session
-from .widgets import Compared, LayerTree, LeanFooter, ResultsPanel, SpectrumPlot
+from .widgets import Compared, LayerTree, LeanFooter, SpectrumPlot
+from .workers import JOB_GROUPS, JobWorkers
 
 NARROW = 110  # below this many columns the results panel moves under the plot
-# Each background job is a named worker method in its own exclusive group (a new job replaces the
-# running one of its kind); esc cancels them all.
-JOB_GROUPS = ("layer", "compare", "delta", "analyse-all", "evaluate", "sensitivity", "sweep")
-
-# Keys handled by the tree itself, listed in the help screen beside the app's bindings.
-NAVIGATION_HELP = [("j / k, ↓ / ↑", "move in the layer tree"), ("enter", "analyse the layer / expand a group"),
-                   ("space", "expand or collapse a group"), ("ctrl+p", "command palette")]
 
 
-class RmtApp(App):
+class RmtApp(JobWorkers, KeyBindings, App):
     TITLE = "rmt-tui"
     # What is on screen follows these: setting one redraws what depends on it.
     selected: reactive[LayerKey | None] = reactive(None, init=False)
@@ -66,36 +47,7 @@ class RmtApp(App):
     ProgressBar { height: 1; }
     ProgressBar.idle { display: none; }
     """
-    BINDINGS = [
-        Binding("a", "analyse_all", "Analyse", tooltip="analyse every layer (values only, cached)", id="analyse_all"),
-        Binding("e", "evaluate('layer')", "Eval", tooltip="truncate the selected layer to each method's ŝ "
-                "and evaluate (the evaluator's metric, params saved)", id="evaluate_layer"),
-        Binding("E", "evaluate('all')", "Eval all", id="evaluate_all",
-                tooltip="truncate every layer to each method's ŝ and evaluate"),
-        Binding("s", "sweep", "Sweep", id="sweep",
-                tooltip="the evaluator's metric and Avew against the kept rank of the selected layer"),
-        Binding("S", "sensitivity", "Each layer", show=False, id="sensitivity",
-                tooltip="per-layer sensitivity: each layer alone truncated to each method's ŝ, sorted by damage"),
-        Binding("v", "cycle_view", "View", id="cycle_view",
-                tooltip="cycle the plot: histogram + MP fits, sorted values, sweep (and, with several "
-                        "checkpoints, the compare views)"),
-        Binding("c", "compare", "Compare", id="compare",
-                tooltip="overlay this layer of every open checkpoint (again: sorted values instead of density)"),
-        Binding("n", "normalise", "Normalise", show=False, id="normalise",
-                tooltip="overlays in units of each checkpoint's own fitted MP edge s₊ (on / off)"),
-        Binding("t", "trajectory", "Trajectory", show=False, id="trajectory",
-                tooltip="ŝ and σ̂² of this layer against the checkpoints, in the order they were opened"),
-        Binding("g", "grid", "Grid", id="grid", tooltip="layers × checkpoints grid of ŝ; enter opens a layer"),
-        Binding("b", "mark_base", "Base", show=False, id="mark_base",
-                tooltip="mark (or unmark) this layer's checkpoint as the base of deltas"),
-        Binding("d", "delta", "Delta", id="delta",
-                tooltip="ΔW = this layer − the base's: its spectrum, ŝ(ΔW), energy and stable ranks"),
-        Binding("slash", "find", "Find", tooltip="find a layer by name", id="find"),
-        Binding("o", "open", "Open", show=False, tooltip="open another checkpoint", id="open"),
-        Binding("escape", "cancel", "Cancel", tooltip="cancel running work", id="cancel"),
-        Binding("question_mark", "help", "Help", tooltip="this help", id="help"),
-        Binding("q", "quit", "Quit", tooltip="quit (asks first while work runs)", id="quit"),
-    ]
+    BINDINGS = APP_BINDINGS
 
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
                  conv_view: str = "reshape", evaluator: EvaluatorChoice | None = None,
@@ -129,11 +81,6 @@ class RmtApp(App):
                 yield ResultsPanel(id="panel")
                 yield ProgressBar(total=1, show_eta=False, id="progress", classes="idle")
         yield LeanFooter(compact=True)
-
-    def _analyse(self, o: Opened, name: str, job: Job) -> LayerResult:
-        """One layer's analysis, from the analysis process (blocks this worker thread only)."""
-        return self.analysis_process.call(AnalyseRequest(str(o.path), name, self.options, self.session.conv_view),
-                                          job.token)
 
     def on_unmount(self) -> None:
         self.analysis_process.close()
@@ -251,42 +198,6 @@ class RmtApp(App):
         self._refresh_footer()
 
     # ------------------------------------------------------------------------------- jobs
-    def _begin(self, name: str, label: str) -> Job:
-        """A job in the session (replacing the running one of its name), shown in the panel;
-        its worker reports progress through it."""
-        job = self.session.start_job(name, label, on_progress=lambda j: self.post_message(JobProgress(j)))
-        if name != "layer":
-            self._progress_job = job
-        self._refresh_panel()
-        return job
-
-    @contextmanager
-    def _reporting(self, job: Job) -> Iterator[None]:
-        """Around a worker's body: its end, and any error, come back as one JobEnded message."""
-        error = None
-        try:
-            yield
-        except Cancelled:
-            pass
-        except RmtError as exc:
-            error = str(exc)
-        except Exception as exc:  # a bug or an evaluator's failure must not kill the app
-            error = f"{type(exc).__name__}: {exc}"
-        self.post_message(JobEnded(job, error))
-
-    def _live(self, job: Job) -> bool:
-        """Still wanted: neither cancelled nor replaced, and the worker was not cancelled."""
-        return self.session.is_current(job) and not get_current_worker().is_cancelled
-
-    def _post_result(self, job: Job, key: LayerKey, result: LayerResult) -> None:
-        if self._live(job):
-            self.post_message(LayerAnalysed(key, result))
-
-    @work(thread=True, exclusive=True, group="layer", exit_on_error=False)
-    def _analyse_layer(self, job: Job, key: LayerKey) -> None:
-        with self._reporting(job):
-            self._post_result(job, key, self._analyse(self.session.opened[key.ckpt], key.name, job))
-
     # ------------------------------------------------------------------------------- several checkpoints
     def _compared(self, key: LayerKey) -> Compared | None:
         """The selected layer in every open checkpoint; the previous object when nothing changed
@@ -307,26 +218,10 @@ class RmtApp(App):
         if todo and "compare" not in self.session.jobs:
             self._analyse_keys(self._begin("compare", f"compare {key.name}"), todo)
 
-    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
-    def _analyse_keys(self, job: Job, keys: list[LayerKey]) -> None:
-        with self._reporting(job):
-            for k in tracked(keys, job.progress, job.token, label=lambda k: k.name, finish=False):
-                self._post_result(job, k, self._analyse(self.session.opened[k.ckpt], k.name, job))
-
     def _compute_delta(self, key: LayerKey) -> None:
         base_key = self.session.base_key(key)
         if base_key is not None and self.session.delta(key) is None:
             self._delta_of(self._begin("delta", f"delta {key.name}"), self.session.base, base_key, key)
-
-    @work(thread=True, exclusive=True, group="delta", exit_on_error=False)
-    def _delta_of(self, job: Job, base: int, base_key: LayerKey, key: LayerKey) -> None:
-        with self._reporting(job):
-            b, t = self.session.opened[base], self.session.opened[key.ckpt]
-            req = DeltaRequest(str(b.path), str(t.path), self.options, ((base_key.name, key.name),),
-                               self.session.conv_view)
-            d = self.analysis_process.call(req, job.token)[0]
-            if self._live(job):
-                self.post_message(DeltaDone(base, key, d))
 
     def _needs_checkpoints(self, n: int = 2) -> bool:
         if len(self.session.opened) >= n:
@@ -398,42 +293,6 @@ class RmtApp(App):
         job = self._begin("analyse-all", "analyse all" + ("" if local else f" ({self.executor[0]})"))
         (self._analyse_all if local else self._analyse_all_through_executor)(job, todo)
 
-    @work(thread=True, exclusive=True, group="analyse-all", exit_on_error=False)
-    def _analyse_all(self, job: Job, todo: list[tuple[Opened, str]]) -> None:
-        with self._reporting(job):
-            for o, name in tracked(todo, job.progress, job.token, label=lambda item: item[1]):
-                r = self._analyse(o, name, job)
-                if not self._live(job):
-                    return
-                self.post_message(LayerAnalysed(LayerKey(o.index, name), r))
-
-    @work(thread=True, exclusive=True, group="analyse-all", exit_on_error=False)
-    def _analyse_all_through_executor(self, job: Job, todo: list[tuple[Opened, str]]) -> None:
-        """E.g. Ray: every layer submitted at once, results shown as they finish."""
-        with self._reporting(job):
-            done = 0
-            for o in self.session.opened:
-                names = tuple(name for p, name in todo if p is o)
-                if not names:
-                    continue
-                req = AnalyseManyRequest(str(o.path), names, self.options, self.executor, self.session.conv_view)
-                self.analysis_process.call(req, job.token, job.stage(done, len(todo), o.path.name),
-                                           lambda r, o=o: self._post_result(job, LayerKey(o.index, r.layer.name), r))
-                done += len(names)
-            job.progress(len(todo), len(todo), "")
-
-    def _results_of(self, o: Opened, layers: list[Layer], job: Job, total: int) -> tuple[LayerResult, ...]:
-        """The layers' analyses, computing (and showing) those not known yet: the first stage of a
-        job of ``total`` steps (evaluation, sensitivity)."""
-        results = []
-        for i, layer in enumerate(layers):
-            job.progress(i, total, f"analyse {layer.name}")
-            known = o.results.get(layer.name)
-            results.append(known or self._analyse(o, layer.name, job))
-            if known is None:
-                self._post_result(job, LayerKey(o.index, layer.name), results[-1])
-        return tuple(results)
-
     def action_evaluate(self, scope: str) -> None:
         key = self.selected
         if key is None:
@@ -447,16 +306,6 @@ class RmtApp(App):
         job = self._begin("evaluate", f"evaluate {'all layers' if scope == 'all' else key.name}")
         self._evaluate(job, o, layers, key.name if scope == "layer" else ALL_LAYERS)
 
-    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
-    def _evaluate(self, job: Job, o: Opened, layers: list[Layer], scope: str) -> None:
-        with self._reporting(job):
-            total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
-            req = EvaluateRequest(str(o.path), self._results_of(o, layers, job, total), self.session.evaluator,
-                                  self.options.methods, conv_view=self.session.conv_view)
-            rep = self.evaluation_process.call(req, job.token, job.stage(len(layers), total, "evaluate"))
-            if self._live(job):
-                self.post_message(EvalDone(o.index, scope, rep))
-
     def action_sensitivity(self) -> None:
         key = self.selected
         if key is None:
@@ -464,17 +313,6 @@ class RmtApp(App):
             return
         o = self.session.opened[key.ckpt]
         self._sensitivity(self._begin("sensitivity", f"each layer of {o.path.name}"), o)
-
-    @work(thread=True, exclusive=True, group="sensitivity", exit_on_error=False)
-    def _sensitivity(self, job: Job, o: Opened) -> None:
-        with self._reporting(job):
-            layers = [l for l in o.ckpt.layers if l.analysable]
-            total = 2 * len(layers) + 1  # analyses, then about one evaluation per layer and method
-            req = SensitivityRequest(str(o.path), self._results_of(o, layers, job, total), self.session.evaluator,
-                                     self.options.methods, conv_view=self.session.conv_view)
-            rep = self.evaluation_process.call(req, job.token, job.stage(len(layers), total, "evaluate"))
-            if self._live(job):
-                self.post_message(SensitivityDone(o.index, rep))
 
     def on_sensitivity_done(self, msg: SensitivityDone) -> None:
         from core.report import sensitivity_document
@@ -492,16 +330,6 @@ class RmtApp(App):
             self._say("select an analysable layer first", severity="warning")
             return
         self._sweep(self._begin("sweep", f"sweep {key.name}"), key)
-
-    @work(thread=True, exclusive=True, group="sweep", exit_on_error=False)
-    def _sweep(self, job: Job, key: LayerKey) -> None:
-        with self._reporting(job):
-            o = self.session.opened[key.ckpt]
-            r = o.results.get(key.name) or self._analyse(o, key.name, job)
-            req = SweepRequest(str(o.path), r, self.session.evaluator, conv_view=self.session.conv_view)
-            rep = self.evaluation_process.call(req, job.token, job.progress)
-            if self._live(job):
-                self.post_message(SweepDone(key, rep))
 
     def action_cancel(self) -> None:
         cancelled = self.session.cancel_all()
@@ -592,14 +420,6 @@ class RmtApp(App):
         screen.dismiss(path)
         self._reveal_first(o.index)
 
-    def action_help(self) -> None:
-        rows = [(self._key_label(b.key), b.tooltip or b.description) for b in self.BINDINGS]
-        self.push_screen(HelpScreen(NAVIGATION_HELP + rows))
-
-    @staticmethod
-    def _key_label(key: str) -> str:
-        return {"slash": "/", "question_mark": "?", "escape": "esc"}.get(key, key)
-
     async def action_quit(self) -> None:
         running = [j.label for j in self.session.jobs.values()]
         if not running:
@@ -612,43 +432,3 @@ class RmtApp(App):
                 self.exit()
 
         self.push_screen(ConfirmQuit(running), answer)
-
-    def _footer_state(self) -> tuple:
-        layer_actions = self.selected is not None and self.session.layer(self.selected).analysable
-        several = len(self.session.opened) >= 2
-        delta = self.selected is not None and self.session.delta_wanted(self.selected)
-        return bool(self.session.jobs), layer_actions, several, delta
-
-    def _refresh_footer(self) -> None:
-        """Refresh the footer's keys only when what ``check_action`` answers has changed: each
-        refresh rebuilds the footer's widgets, which is wasted work while moving in the tree."""
-        state = self._footer_state()
-        if state != self._footer_shown:
-            self._footer_shown = state
-            self.refresh_bindings()
-
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """Footer shows the keys that matter now: cancel only while work runs; layer actions only
-        on an analysable layer."""
-        running, layer_actions, several, delta = self._footer_state()
-        if isinstance(self.screen, GridScreen):  # the grid has its own keys; the app's act on the tree
-            return action in ("quit", "help", "cancel") and (action != "cancel" or running)
-        if action == "cancel":
-            return running
-        if action in ("compare", "grid", "trajectory", "mark_base"):
-            return several
-        if action == "delta":
-            return delta
-        if action == "sweep" or (action == "evaluate" and parameters == ("layer",)):
-            return layer_actions
-        return True
-
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        for b in self.BINDINGS:
-            if b.action not in ("quit", "help"):
-                yield SystemCommand(b.tooltip.capitalize(), f"key {self._key_label(b.key)}",
-                                    lambda a=b.action: self.run_action(a))
-        for key in list(self.query_one(LayerTree).leaves)[:2000]:
-            yield SystemCommand(f"Go to {printable(key.name)}", self.session.opened[key.ckpt].path.name,
-                                lambda k=key: self.query_one(LayerTree).reveal(k))

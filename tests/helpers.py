@@ -35,7 +35,7 @@ def rendered(renderable, width: int = 200) -> str:
 
 
 def panel_text(app) -> str:
-    from rmt_tui.widgets import ResultsPanel
+    from rmt_tui.panel import ResultsPanel
 
     return rendered(app.query_one(ResultsPanel).content)
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.paths import DEFAULT_DEMO_MODEL
-from rmt_tui.cli import EXIT_EVAL, EXIT_EXISTS, EXIT_INPUT, EXIT_UNSAFE, EXIT_USAGE, build_parser, main
+from rmt_tui.cli import COMMANDS, EXIT_EVAL, EXIT_EXISTS, EXIT_INPUT, EXIT_UNSAFE, EXIT_USAGE, build_parser, main
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("RMT_UPDATE_GOLDEN") == "1"
@@ -36,12 +36,6 @@ def seeded_checkpoint(path: Path) -> Path:
           "head.weight": torch.from_numpy(g.standard_normal((4, 120)).astype(np.float32))}
     save_file(sd, str(path), metadata={"note": "seeded"})
     return path
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def approx_equal(a, b, path="$"):
@@ -72,9 +66,9 @@ def parse_csv(text):
     return [rows[0]] + [[conv(v) for v in r] for r in rows[1:]]
 
 
-def test_report_json_golden(tmp_path, capsys):
+def test_report_json_golden(tmp_path, cli):
     ck = seeded_checkpoint(tmp_path / "seeded.safetensors")
-    code, out, err = run(capsys, "report", str(ck), "--format", "json")
+    code, out, err = cli("report", str(ck), "--format", "json")
     assert code == 0
     doc = json.loads(out)
     assert doc["schema"] == "rmt-tui/report/1" and doc["checkpoint"] == str(ck)
@@ -85,9 +79,9 @@ def test_report_json_golden(tmp_path, capsys):
     check_golden("report.json", json.dumps(doc, indent=2) + "\n", json.loads)
 
 
-def test_report_csv_golden(tmp_path, capsys):
+def test_report_csv_golden(tmp_path, cli):
     ck = seeded_checkpoint(tmp_path / "seeded.safetensors")
-    code, out, _ = run(capsys, "report", str(ck), "--format", "csv")
+    code, out, _ = cli("report", str(ck), "--format", "csv")
     assert code == 0
     header = out.splitlines()[0].split(",")
     assert header[:3] == ["name", "shape", "matrix"] and "bema_rank" in header and "broadening_avew" in header
@@ -110,16 +104,16 @@ def test_report_path_does_not_import_textual(tmp_path):
     assert r.returncode == 0 and r.stderr.endswith("[]"), r.stderr
 
 
-def test_layers_glob_and_methods(tmp_path, capsys):
+def test_layers_glob_and_methods(tmp_path, cli):
     ck = seeded_checkpoint(tmp_path / "seeded.safetensors")
-    code, out, _ = run(capsys, "report", str(ck), "--format", "json", "--layers", "dec.*", "--methods", "bema",
+    code, out, _ = cli("report", str(ck), "--format", "json", "--layers", "dec.*", "--methods", "bema",
                        "--beta", "0.01")
     doc = json.loads(out)
     assert [l["name"] for l in doc["layers"]] == ["dec.weight"]
     assert list(doc["layers"][0]["methods"]) == ["bema"] and doc["options"]["params"]["bema"]["beta"] == 0.01
-    assert run(capsys, "report", str(ck), "--layers", "nomatch*")[0] == EXIT_USAGE
-    assert run(capsys, "report", str(ck), "--methods", "bogus")[0] == EXIT_USAGE
-    assert run(capsys, "report", str(ck), "--beta", "0.7")[0] == EXIT_USAGE
+    assert cli("report", str(ck), "--layers", "nomatch*")[0] == EXIT_USAGE
+    assert cli("report", str(ck), "--methods", "bogus")[0] == EXIT_USAGE
+    assert cli("report", str(ck), "--beta", "0.7")[0] == EXIT_USAGE
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -145,7 +139,7 @@ class _Boom:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_through_the_cli(tmp_path, case):
+def test_bad_input_through_the_cli(tmp_path, case, cli):
     make, code, message = BAD_INPUTS[case]
     d = tmp_path / "in"
     d.mkdir()
@@ -158,11 +152,11 @@ def test_bad_input_through_the_cli(tmp_path, case):
     assert "boom" not in r.stdout + r.stderr
 
 
-def test_truncate_writes_reloadable_low_rank_file(tmp_path, capsys):
+def test_truncate_writes_reloadable_low_rank_file(tmp_path, cli):
     ck = seeded_checkpoint(tmp_path / "seeded.safetensors")
     before = ck.read_bytes()
     out = tmp_path / "out.safetensors"
-    code, stdout, err = run(capsys, "truncate", str(ck), "--method", "bema", "-o", str(out))
+    code, stdout, err = cli("truncate", str(ck), "--method", "bema", "-o", str(out))
     assert code == 0 and stdout == "" and "wrote" in err
     sd = load_file(str(out))
     assert np.linalg.matrix_rank(sd["enc.weight"].numpy(), tol=1e-4) == 3
@@ -172,18 +166,18 @@ def test_truncate_writes_reloadable_low_rank_file(tmp_path, capsys):
         meta = f.metadata()
     assert meta["rmt_tui.method"] == "bema" and json.loads(meta["rmt_tui.ranks"])["enc.weight"] == 3
     assert ck.read_bytes() == before
-    code, _, err = run(capsys, "truncate", str(ck), "--method", "rank:1", "-o", str(out))
+    code, _, err = cli("truncate", str(ck), "--method", "rank:1", "-o", str(out))
     assert code == EXIT_EXISTS and "--force" in err
-    code, _, _ = run(capsys, "truncate", str(ck), "--method", "rank:1", "--layers", "enc.*", "-o", str(out), "--force")
+    code, _, _ = cli("truncate", str(ck), "--method", "rank:1", "--layers", "enc.*", "-o", str(out), "--force")
     assert code == 0
     assert np.linalg.matrix_rank(load_file(str(out))["enc.weight"].numpy(), tol=1e-4) == 1
-    assert run(capsys, "truncate", str(ck), "--method", "rank:1", "-o", str(ck), "--force")[0] == EXIT_USAGE
-    assert run(capsys, "truncate", str(ck), "--method", "broadening", "--mode", "shrink",
+    assert cli("truncate", str(ck), "--method", "rank:1", "-o", str(ck), "--force")[0] == EXIT_USAGE
+    assert cli("truncate", str(ck), "--method", "broadening", "--mode", "shrink",
                "-o", str(tmp_path / "s.safetensors"))[0] == 0
 
 
-def test_eval_and_sweep_json_on_demo(capsys):
-    code, out, _ = run(capsys, "eval", str(DEFAULT_DEMO_MODEL), "--format", "json")
+def test_eval_and_sweep_json_on_demo(cli):
+    code, out, _ = cli("eval", str(DEFAULT_DEMO_MODEL), "--format", "json")
     assert code == 0
     doc = json.loads(out)
     assert doc["schema"] == "rmt-tui/eval/2" and doc["evaluator"] == "mnist-mlp"
@@ -191,46 +185,50 @@ def test_eval_and_sweep_json_on_demo(capsys):
     assert doc["baseline"]["accuracy"] > 0.97
     assert set(doc["methods"]) == {"bema", "broadening"}
     assert all(m["params_saved"] > 0 and m["ranks"]["fc1.weight"] > 0 for m in doc["methods"].values())
-    code, out, _ = run(capsys, "sweep", str(DEFAULT_DEMO_MODEL), "--layer", "fc2.weight", "--ranks", "0:256:128",
+    code, out, _ = cli("sweep", str(DEFAULT_DEMO_MODEL), "--layer", "fc2.weight", "--ranks", "0:256:128",
                        "--format", "json")
     doc = json.loads(out)
     assert code == 0 and doc["schema"] == "rmt-tui/sweep/2"
     assert [p["rank"] for p in doc["points"]] == [0, 128, 256]
     assert doc["points"][-1]["value"] == doc["points"][-1]["metrics"]["accuracy"] == doc["baseline"]["accuracy"]
-    code, out, _ = run(capsys, "sweep", str(DEFAULT_DEMO_MODEL), "--layer", "fc2.weight", "--ranks", "0,10",
+    code, out, _ = cli("sweep", str(DEFAULT_DEMO_MODEL), "--layer", "fc2.weight", "--ranks", "0,10",
                        "--format", "csv")
     assert out.splitlines()[0] == "rank,accuracy,avew_bema,avew_broadening" and len(out.splitlines()) == 3
 
 
-def test_eval_needs_an_evaluator_for_foreign_checkpoints(tmp_path, capsys):
+def test_eval_needs_an_evaluator_for_foreign_checkpoints(tmp_path, cli):
     ck = seeded_checkpoint(tmp_path / "seeded.safetensors")
-    code, _, err = run(capsys, "eval", str(ck))
+    code, _, err = cli("eval", str(ck))
     assert code == EXIT_EVAL and "--evaluator" in err
     ev = tmp_path / "ev.py"
     ev.write_text("def evaluate(sd):\n    return {'accuracy': float(sd['enc.weight'].abs().sum() > 0)}\n")
-    code, out, _ = run(capsys, "eval", str(ck), "--evaluator", str(ev), "--format", "json")
+    code, out, _ = cli("eval", str(ck), "--evaluator", str(ev), "--format", "json")
     assert code == 0 and json.loads(out)["methods"]["bema"]["value"] == 1.0
     # An evaluator that declares another primary metric (lower is better) needs no accuracy.
     ev.write_text("def evaluate(sd):\n    return {'loss': float(sd['enc.weight'].norm())}\n"
                   "evaluate.primary = 'loss'\nevaluate.higher_is_better = False\n")
-    code, out, _ = run(capsys, "eval", str(ck), "--evaluator", str(ev), "--format", "json")
+    code, out, _ = cli("eval", str(ck), "--evaluator", str(ev), "--format", "json")
     doc = json.loads(out)
     assert code == 0 and doc["primary"] == {"metric": "loss", "label": "loss", "higher_is_better": False}
     assert doc["methods"]["bema"]["value"] < doc["baseline"]["loss"]
-    code, out, _ = run(capsys, "eval", str(ck), "--evaluator", str(ev), "--each", "--format", "json")
+    code, out, _ = cli("eval", str(ck), "--evaluator", str(ev), "--each", "--format", "json")
     doc = json.loads(out)
     assert code == 0 and doc["schema"] == "rmt-tui/sensitivity/1"
     assert [r["damage"] for r in doc["layers"]] == sorted(r["damage"] for r in doc["layers"])
-    assert run(capsys, "sweep", str(ck), "--layer", "nope", "--evaluator", str(ev))[0] == EXIT_USAGE
+    assert cli("sweep", str(ck), "--layer", "nope", "--evaluator", str(ev))[0] == EXIT_USAGE
 
 
-@pytest.mark.parametrize("command", ["app", "report", "truncate", "eval", "sweep"])
+@pytest.mark.parametrize("command", ("app", *COMMANDS))
 def test_help_for_every_command(command, capsys):
+    """Every command prints its usage, its options with their defaults, and the exit codes."""
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "usage: rmt-tui" in out and "exit codes" in out
+    assert f"usage: rmt-tui {command}" in out and "exit codes" in out
+    if command not in ("app",):
+        assert "--methods" in out and "--layers" in out and "--no-cache" in out
+    assert "(default: 0.2)" in out and "--alpha" in out  # a method's own parameter, from its declaration
 
 
 def test_version_and_top_level_help(capsys):

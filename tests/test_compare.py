@@ -15,15 +15,9 @@ from core.io.checkpoint import open_checkpoint
 from core.paths import DEMO_DIR
 from core.scan import AnalysisOptions
 from core.truncation import truncate_matrix
-from rmt_tui.cli import EXIT_EXISTS, EXIT_INPUT, EXIT_OK, EXIT_USAGE, main
+from rmt_tui.cli import EXIT_EXISTS, EXIT_INPUT, EXIT_OK, EXIT_USAGE
 
 OPTS = AnalysisOptions(use_cache=False)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def planted_finetune(seed=1, m=512, n=768, rank=8, scale=0.025):
@@ -137,12 +131,12 @@ def test_energy_and_stable_rank():
 # ------------------------------------------------------------------------------------ delta
 
 
-def test_planted_rank8_finetune_in_bf16(tmp_path, capsys):
+def test_planted_rank8_finetune_in_bf16(tmp_path, cli):
     """ŝ(ΔW) = 8 by both methods while the 90 %-energy rank counts the bf16 rounding noise."""
     w, t = planted_finetune()
     save_file({"model.q_proj.weight": w.to(torch.bfloat16)}, str(tmp_path / "base.safetensors"))
     torch.save({"q_proj.weight": t.to(torch.bfloat16)}, tmp_path / "tuned.pt")
-    code, out, err = run(capsys, "delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--format", "json",
+    code, out, err = cli("delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--format", "json",
                          "--no-cache", "--rank-pattern", tmp_path / "rp.json", "--extract-lora",
                          tmp_path / "lora.safetensors")
     assert code == EXIT_OK, err
@@ -175,10 +169,10 @@ def test_planted_rank8_finetune_in_bf16(tmp_path, capsys):
 
     # Outputs are never replaced without --force, and nothing else is touched.
     before = (tmp_path / "rp.json").read_bytes()
-    code, _, err = run(capsys, "delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--rank-pattern",
+    code, _, err = cli("delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--rank-pattern",
                        tmp_path / "rp.json", "--lora-rank", "rank:2")
     assert code == EXIT_EXISTS and "--force" in err and (tmp_path / "rp.json").read_bytes() == before
-    code, _, _ = run(capsys, "delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--rank-pattern",
+    code, _, _ = cli("delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--rank-pattern",
                      tmp_path / "rp.json", "--lora-rank", "rank:2", "--force")
     assert code == EXIT_OK and json.loads((tmp_path / "rp.json").read_text())["rank_pattern"] == {"model.q_proj": 2}
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
@@ -206,22 +200,22 @@ def test_rounding_level_delta_is_flagged(tmp_path):
         assert r.rank <= 1 and r.ks < 0.05, (m, r.rank, r.ks)
 
 
-def test_non_finite_and_bad_inputs_are_statuses_or_clear_errors(tmp_path, capsys):
+def test_non_finite_and_bad_inputs_are_statuses_or_clear_errors(tmp_path, cli):
     w = torch.randn(40, 30)
     bad = w.clone()
     bad[3, 4] = float("nan")
     save_file({"w": w}, str(tmp_path / "a.safetensors"))
     save_file({"w": bad}, str(tmp_path / "b.safetensors"))
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    code, out, err = run(capsys, "delta", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--format", "json")
+    code, out, err = cli("delta", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--format", "json")
     assert code == EXIT_OK
     [rec] = json.loads(out)["layers"]
     assert rec["status"] == "skipped" and "non-finite" in rec["reason"]
-    code, out, err = run(capsys, "delta", tmp_path / "a.safetensors", tmp_path / "junk.safetensors")
+    code, out, err = cli("delta", tmp_path / "a.safetensors", tmp_path / "junk.safetensors")
     assert code == EXIT_INPUT and "junk.safetensors" in err and "Traceback" not in err and out == ""
-    code, _, err = run(capsys, "compare", tmp_path / "a.safetensors")
+    code, _, err = cli("compare", tmp_path / "a.safetensors")
     assert code == EXIT_USAGE and "two or more" in err
-    code, _, err = run(capsys, "delta", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--rank-pattern",
+    code, _, err = cli("delta", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--rank-pattern",
                        tmp_path / "a.safetensors", "--force")
     assert code == EXIT_USAGE and "source checkpoint" in err
 
@@ -229,10 +223,10 @@ def test_non_finite_and_bad_inputs_are_statuses_or_clear_errors(tmp_path, capsys
 # ------------------------------------------------------------------------------------ compare
 
 
-def test_compare_reproduces_the_batch_size_study(capsys):
+def test_compare_reproduces_the_batch_size_study(cli):
     """The paper's Fig. 3 setting on the shipped demo models: ŝ of fc1 falls with batch size."""
     paths = [DEMO_DIR / f"mlp_bs{bs}.safetensors" for bs in (16, 64, 128, 256, 1024)]
-    code, out, err = run(capsys, "compare", *paths, "--format", "json", "--layers", "fc1.weight")
+    code, out, err = cli("compare", *paths, "--format", "json", "--layers", "fc1.weight")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     assert doc["schema"] == "rmt-tui/compare/1" and doc["match"]["matched"] == 6
@@ -245,17 +239,17 @@ def test_compare_reproduces_the_batch_size_study(capsys):
     assert sigma2 == sorted(sigma2, reverse=True)
     assert all(fc1["per_checkpoint"][label]["sv_max_over_edge"]["bema"] > 1 for label in labels)
 
-    code, out, _ = run(capsys, "compare", *paths[:2], "--format", "csv", "--layers", "fc*.weight")
+    code, out, _ = cli("compare", *paths[:2], "--format", "csv", "--layers", "fc*.weight")
     lines = out.strip().splitlines()
     assert lines[0].startswith("key,checkpoint,state,name,") and len(lines) == 1 + 3 * 2
-    code, out, _ = run(capsys, "compare", *paths)
+    code, out, _ = cli("compare", *paths)
     assert code == EXIT_OK and "mlp_bs*.safetensors" in out and "97/185" in out
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
-def test_compare_mixed_formats_with_a_missing_layer(tmp_path, capsys):
+def test_compare_mixed_formats_with_a_missing_layer(tmp_path, cli):
     plain, ddp, hf = _three_formats(tmp_path)
-    code, out, err = run(capsys, "compare", plain, ddp, hf, "--format", "json", "--no-cache")
+    code, out, err = cli("compare", plain, ddp, hf, "--format", "json", "--no-cache")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     head = next(l for l in doc["layers"] if l["key"] == "lm_head.weight")

@@ -409,7 +409,8 @@ async def test_control_characters_never_reach_the_terminal_from_the_app(tmp_path
 
     from rmt_tui.app import RmtApp
     from rmt_tui.engine import InlineEngine
-    from rmt_tui.widgets import LayerTree, ResultsPanel
+    from rmt_tui.panel import ResultsPanel
+    from rmt_tui.widgets import LayerTree
 
     def plain(renderable) -> str:
         console = Console(width=100, file=io.StringIO(), color_system=None)

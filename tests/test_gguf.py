@@ -17,7 +17,7 @@ from core.io import gguf as gguffile
 from core.io.checkpoint import open_checkpoint
 from core.rmt.analysis import analyse_matrix
 from core.scan import AnalysisOptions, analyse_checkpoint
-from rmt_tui.cli import EXIT_INPUT, EXIT_OK, main
+from rmt_tui.cli import EXIT_INPUT, EXIT_OK
 
 OPTS = AnalysisOptions(use_cache=False)
 
@@ -25,12 +25,6 @@ OPTS = AnalysisOptions(use_cache=False)
 def write_gguf(path: Path, tensors: dict, arch="llama", name="test model") -> Path:
     """tensors: name → (float32 array, GGML type); quantised with gguf's own quantisers."""
     return gguffile.write_gguf(path, tensors, arch, name, describe=lambda w: w.add_file_type(2))
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # A planted rank-6 matrix (spikes well above the MP edge), 256 × 512, in float32 units of ~1/√N.
@@ -71,16 +65,16 @@ def test_planted_ranks_survive_quantisation(tmp_path, qtype, rel_error):
     assert {m: x.rank for m, x in r.analysis.methods.items()} == want == {"bema": 6, "broadening": 6}
 
 
-def test_report_delta_and_truncate_on_gguf(tmp_path, capsys):
+def test_report_delta_and_truncate_on_gguf(tmp_path, cli):
     f16 = write_gguf(tmp_path / "model-f16.gguf", {"blk.0.w.weight": (W, Q.F16), "norm.weight": (np.ones(512), Q.F32)})
     q4 = write_gguf(tmp_path / "model-q4_0.gguf", {"blk.0.w.weight": (W, Q.Q4_0), "norm.weight": (np.ones(512), Q.F32)})
-    code, out, _ = run(capsys, "report", q4, "--format", "json", "--no-cache")
+    code, out, _ = cli("report", q4, "--format", "json", "--no-cache")
     assert code == EXIT_OK
     layer = json.loads(out)["layers"][0]
     assert layer["dtype"] == "q4_0" and layer["methods"]["bema"]["rank"] == 6
 
     # The quantisation error itself: ΔW = Q4_0 − F16, analysed as a weight matrix.
-    code, out, err = run(capsys, "delta", f16, q4, "--format", "json", "--no-cache")
+    code, out, err = cli("delta", f16, q4, "--format", "json", "--no-cache")
     assert code == EXIT_OK, err
     d = json.loads(out)["layers"][0]
     assert d["status"] == "ok" and d["dtypes"] == ["float16", "q4_0"]
@@ -88,17 +82,17 @@ def test_report_delta_and_truncate_on_gguf(tmp_path, capsys):
     assert 0.05 < d["rel_fro"] < 0.2
 
     out_path = tmp_path / "t.safetensors"
-    code, _, err = run(capsys, "truncate", q4, "--method", "rank:3", "-o", out_path, "--no-cache")
+    code, _, err = cli("truncate", q4, "--method", "rank:3", "-o", out_path, "--no-cache")
     assert code == EXIT_OK, err
     state = load_file(str(out_path))
     assert set(state) == {"blk.0.w.weight", "norm.weight"} and state["blk.0.w.weight"].shape == (256, 512)
     assert np.linalg.matrix_rank(state["blk.0.w.weight"].astype(np.float64), tol=1e-3) == 3
 
 
-def test_without_the_gguf_package_the_message_says_how_to_install(tmp_path, monkeypatch, capsys):
+def test_without_the_gguf_package_the_message_says_how_to_install(tmp_path, monkeypatch, cli):
     path = write_gguf(tmp_path / "m.gguf", {"w": (W, Q.F16)})
     monkeypatch.setattr("core.io.gguf.gguf_module", lambda: None)
-    code, out, err = run(capsys, "report", path)
+    code, out, err = cli("report", path)
     assert code == EXIT_INPUT and "pip install 'rmt-tui[gguf]'" in err and out == ""
 
 
@@ -236,7 +230,7 @@ def llama_folder_to_gguf(folder: Path, out: Path, qtype=Q.F32) -> Path:
     return gguffile.write_gguf(out, tensors, "llama", "tiny-llama", describe)
 
 
-def test_a_gguf_llm_is_evaluated_like_its_hf_folder(tmp_path, capsys):
+def test_a_gguf_llm_is_evaluated_like_its_hf_folder(tmp_path, cli):
     """The tiny demo LM as GGUF (llama.cpp's names and q/k row order): transformers' own tensor map
     and processors put every (truncated) tensor back, so the numbers are the HF folder's."""
     from core.paths import DEMO_DIR
@@ -246,7 +240,7 @@ def test_a_gguf_llm_is_evaluated_like_its_hf_folder(tmp_path, capsys):
     q8 = llama_folder_to_gguf(folder, tmp_path / "tiny-q8_0.gguf", Q.Q8_0)
     docs = {}
     for path in (folder, f32, q8):
-        code, out, err = run(capsys, "eval", path, "--format", "json", "--no-cache")
+        code, out, err = cli("eval", path, "--format", "json", "--no-cache")
         assert code == EXIT_OK, err
         docs[path] = json.loads(out)
     hf, g32, g8 = docs[folder], docs[f32], docs[q8]

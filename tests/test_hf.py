@@ -20,16 +20,10 @@ from core.evaluate.registry import choose_evaluator
 from core.io.checkpoint import open_checkpoint
 from core.paths import DEMO_DIR
 from core.scan import AnalysisOptions, analyse_checkpoint
-from rmt_tui.cli import EXIT_EVAL, EXIT_OK, EXIT_USAGE, main
+from rmt_tui.cli import EXIT_EVAL, EXIT_OK, EXIT_USAGE
 
 TINY_LM = DEMO_DIR / "tiny-llama"
 OPTS = AnalysisOptions(use_cache=False)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +87,7 @@ def test_random_tiny_models_identity_and_truncation(tmp_path, tokenizer, kind, e
     assert rep.primary == ev.primary
     if kind == "llama":  # near-uniform outputs: KL stays small while top-1 agreement is gone — "collapsed"
         from core.report import eval_document
-        from rmt_tui.cli import print_table
+        from rmt_tui.output import print_table
         from rmt_tui.tables import eval_table
 
         assert rep.outcomes["bema"].metrics["collapsed"] == 1.0
@@ -118,30 +112,30 @@ def test_legacy_names_and_tied_embeddings_load_and_unknown_names_are_refused(tmp
         choose_evaluator(open_checkpoint(folder), None)
 
 
-def test_refusals(tmp_path, tokenizer, capsys, monkeypatch):
+def test_refusals(tmp_path, tokenizer, cli, monkeypatch):
     folder = build("llama", tmp_path / "remote", tokenizer)
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModel": "modeling_x.X"}}))
-    code, out, err = run(capsys, "eval", folder)
+    code, out, err = cli("eval", folder)
     assert code == EXIT_EVAL and "never runs a model's code" in err and out == ""
     bare = build("llama", tmp_path / "bare", tokenizer)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         (bare / f).unlink()
-    code, _, err = run(capsys, "eval", bare)
+    code, _, err = cli("eval", bare)
     assert code == EXIT_EVAL and "tokenizer" in err
-    code, _, err = run(capsys, "eval", TINY_LM, "--text", tmp_path / "nope.txt")
+    code, _, err = cli("eval", TINY_LM, "--text", tmp_path / "nope.txt")
     assert code == EXIT_EVAL and "nope.txt" in err
     (tmp_path / "short.txt").write_text("Too short.")
-    code, _, err = run(capsys, "eval", TINY_LM, "--text", tmp_path / "short.txt")
+    code, _, err = cli("eval", TINY_LM, "--text", tmp_path / "short.txt")
     assert code == EXIT_EVAL and "fewer than the 4×256" in err
     monkeypatch.setattr("core.evaluate.hf._transformers", lambda: (_ for _ in ()).throw(
         EvaluationError("evaluating a Hugging Face model needs the transformers package: pip install 'rmt-tui[hf]'")))
-    code, _, err = run(capsys, "eval", TINY_LM)
+    code, _, err = cli("eval", TINY_LM)
     assert code == EXIT_EVAL and "pip install 'rmt-tui[hf]'" in err
 
 
-def test_tiny_demo_lm_graded_sensitivity_and_plan(tmp_path, capsys):
-    code, out, err = run(capsys, "eval", TINY_LM, "--format", "json")
+def test_tiny_demo_lm_graded_sensitivity_and_plan(tmp_path, cli):
+    code, out, err = cli("eval", TINY_LM, "--format", "json")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     assert doc["evaluator"] == "hf-causal-lm" and doc["primary"]["metric"] == "kl"
@@ -151,7 +145,7 @@ def test_tiny_demo_lm_graded_sensitivity_and_plan(tmp_path, capsys):
         # Every matrix truncated at once: graded damage, not collapse (measured BEMA KL 1.08, top-1 39 %).
         assert 0.05 < x["kl"] < 5 and 0.1 < x["top1"] < 0.95 and x["collapsed"] == 0.0 and x["dppl"] > 0
     plan_file = tmp_path / "plan.json"
-    code, out, err = run(capsys, "eval", TINY_LM, "--each", "--budget", "kl=0.05", "--plan-out", plan_file,
+    code, out, err = cli("eval", TINY_LM, "--each", "--budget", "kl=0.05", "--plan-out", plan_file,
                          "--format", "json")
     assert code == EXIT_OK, err
     sens = json.loads(out)
@@ -164,12 +158,12 @@ def test_tiny_demo_lm_graded_sensitivity_and_plan(tmp_path, capsys):
     assert plan["schema"] == "rmt-tui/plan/1" and plan["ranks"] == sens["plan"]["ranks"] and plan["ranks"]
     # The plan, applied: a truncated copy of the model, only the planned layers changed.
     out_file = tmp_path / "model.safetensors"
-    code, _, err = run(capsys, "truncate", TINY_LM, "--plan", plan_file, "-o", out_file)
+    code, _, err = cli("truncate", TINY_LM, "--plan", plan_file, "-o", out_file)
     assert code == EXIT_OK, err
     before, after = load_file(str(TINY_LM / "model.safetensors")), load_file(str(out_file))
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == set(plan["ranks"])
-    code, _, err = run(capsys, "eval", TINY_LM, "--each", "--budget", "ppl=3")
+    code, _, err = cli("eval", TINY_LM, "--each", "--budget", "ppl=3")
     assert code == EXIT_USAGE and "primary metric is 'kl'" in err
 
 
@@ -179,10 +173,10 @@ def _minilm() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def test_real_minilm_encoder(tmp_path, capsys):
+def test_real_minilm_encoder(tmp_path, cli):
     folder = tmp_path / "minilm"
     shutil.copytree(_minilm(), folder)  # never touch the installed package's files
-    code, out, err = run(capsys, "eval", folder, "--layers", "*layer.0.*", "--format", "json")
+    code, out, err = cli("eval", folder, "--layers", "*layer.0.*", "--format", "json")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     assert doc["evaluator"] == "hf-encoder" and doc["baseline"]["fidelity"] == 1.0

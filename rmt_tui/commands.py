@@ -1,0 +1,288 @@
+"""The commands' handlers: each turns its parsed arguments into core requests (``core.jobs``),
+runs them with a progress bar, and emits the document. Domain rules live in core, not here."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+from core.errors import UsageError
+from core.text import printable
+
+from .cli import EXIT_OK
+from .output import emit, progress_bar
+
+
+def executor_from(args):
+    from core.executors import make_executor
+
+    return make_executor(getattr(args, "executor", "local"), getattr(args, "gpus_per_task", 0.0),
+                         getattr(args, "cpus_per_task", 1.0), getattr(args, "max_retries", 3))
+
+
+def analysis_options(args, resolve_auto: bool = True):
+    """The analysis options from the command line. The app leaves ``--device auto`` for its
+    analysis process to resolve, so that starting it does not wait for torch to import."""
+    from core.device import resolve_device
+    from core.rmt.methods import METHODS
+    from core.scan import AnalysisOptions
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(METHODS)}")
+    params = {m: {prm.name: getattr(args, prm.dest) for prm in METHODS[m].params} for m in methods}
+    opts = AnalysisOptions.make(methods, params, weighting=args.weighting,
+                                device=resolve_device(args.device) if resolve_auto or args.device != "auto" else "auto",
+                                use_cache=not args.no_cache)
+    try:
+        opts.method_objects()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return opts
+
+
+def options_record(args, opts) -> dict:
+    from core.report import options_record as record
+
+    return record(opts, args.conv_view, args.layers)
+
+
+def open_and_analyse(args, ws=None):
+    """Open ``args.path`` (in the workspace ``ws``, when the job that follows uses it) and analyse
+    the selected layers; returns (checkpoint, options, results)."""
+    from core.jobs import Workspace
+    from core.scan import select_layers
+
+    opts = analysis_options(args)
+    executor = executor_from(args)
+    ckpt = (ws or Workspace()).checkpoint(args.path, args.conv_view)
+    layers = select_layers(ckpt, args.layers)
+    if args.layers and not layers:
+        raise UsageError(f"no layer of {args.path} matches {', '.join(args.layers)}")
+    with progress_bar("analysing") as tick:
+        results = list(executor.run(ckpt, layers, opts, progress=tick))
+    return ckpt, opts, results
+
+
+def cmd_report(args) -> int:
+    from core.report import report_csv_rows, report_document
+
+    ckpt, opts, results = open_and_analyse(args)
+    doc = report_document(str(ckpt.path), results, opts.methods, options_record(args, opts))
+    emit(args.format, doc, lambda t, d: t.report_table(d, opts.methods), lambda d: report_csv_rows(d, opts.methods))
+    return EXIT_OK
+
+
+def open_matched(paths, args, labels=None, ws=None):
+    """Open the checkpoints and pair their layers; the match summary goes to stderr before any
+    analysis starts. With a workspace (two paths) the pairing is the one its jobs use."""
+    from core.compare.delta import select_rows
+    from core.compare.matching import match_layers
+    from core.jobs import Workspace
+
+    ws = ws or Workspace()
+    ckpts = [ws.checkpoint(p, args.conv_view) for p in paths]
+    table = ws.pair(*paths, args.conv_view) if len(paths) == 2 and labels is None else match_layers(ckpts, labels)
+    rows = select_rows(table, args.layers)
+    if args.layers and not rows:
+        raise UsageError(f"no layer matches {', '.join(args.layers)}")
+    for line in table.summary_lines():
+        print(f"match: {printable(line)}", file=sys.stderr)
+    return ckpts, table, rows
+
+
+def cmd_compare(args) -> int:
+    from core.compare.delta import compare_checkpoints
+    from core.report import compare_csv_rows, compare_document
+
+    if len(args.paths) < 2:
+        raise UsageError("compare needs two or more checkpoints")
+    opts = analysis_options(args)
+    ckpts, table, rows = open_matched(args.paths, args)
+    with progress_bar("comparing") as tick:
+        analysed = list(compare_checkpoints(ckpts, rows, opts, progress=tick))
+    doc = compare_document(table.labels, [str(c.path) for c in ckpts], table, analysed, opts.methods,
+                           options_record(args, opts))
+    emit(args.format, doc, lambda t, d: t.compare_table(d, opts.methods), lambda d: compare_csv_rows(d, opts.methods))
+    return EXIT_OK
+
+
+def cmd_delta(args) -> int:
+    from core import jobs
+    from core.jobs import DeltaRequest, Workspace
+    from core.paths import refuse_existing
+    from core.report import delta_csv_rows, delta_document
+
+    outputs = [p for p in (args.rank_pattern, args.extract_lora) if p is not None]
+    for out in outputs:  # before the analysis, not after it
+        refuse_existing(out, args.force)
+        if out.resolve() in (Path(args.base).resolve(), Path(args.tuned).resolve()):
+            raise UsageError(f"{out}: refusing to write over a source checkpoint")
+    opts = analysis_options(args)
+    ws = Workspace()
+    (base, tuned), table, rows = open_matched([args.base, args.tuned], args, ws=ws)
+    pairs = tuple(tuple(e.name for e in r.entries) for r in rows)
+    with progress_bar("delta") as tick:
+        results = jobs.delta(DeltaRequest(args.base, args.tuned, opts, pairs, args.conv_view), tick, ws=ws)
+    doc = delta_document(str(base.path), str(tuned.path), table, results, opts.methods, options_record(args, opts))
+    if outputs:
+        write_delta_exports(args, base, tuned, results)
+    emit(args.format, doc, lambda t, d: t.delta_table(d, opts.methods), lambda d: delta_csv_rows(d, opts.methods))
+    return EXIT_OK
+
+
+def write_delta_exports(args, base, tuned, results) -> None:
+    from core.compare.lora import delta_ranks, extract_lora, rank_pattern_document
+    from core.paths import write_text_output
+
+    plan = delta_ranks(results, args.lora_rank)
+    if args.rank_pattern is not None:
+        doc = rank_pattern_document(plan, args.lora_rank)
+        write_text_output(args.rank_pattern, json.dumps(doc, indent=2) + "\n", overwrite=args.force)
+        print(f"wrote {args.rank_pattern} ({len(doc['rank_pattern'])} modules)", file=sys.stderr)
+    if args.extract_lora is not None:
+        from core.truncation import export_safetensors
+
+        with progress_bar("extracting LoRA"):
+            state = extract_lora(base, tuned, results, plan)
+        meta = {"rmt_tui.base": str(base.path), "rmt_tui.tuned": str(tuned.path), "rmt_tui.rank": args.lora_rank,
+                "rmt_tui.rank_pattern": json.dumps({m: k for m, k in plan.items() if k > 0})}
+        export_safetensors(state, args.extract_lora, meta, overwrite=args.force)
+        print(f"wrote {args.extract_lora} ({len(state) // 2} modules, ranks {args.lora_rank})", file=sys.stderr)
+
+
+def cmd_truncate(args) -> int:
+    from core import jobs
+    from core.jobs import TruncateRequest, Workspace
+    from core.paths import refuse_existing
+    from core.report import read_plan
+    from core.truncation import resolve_ranks
+
+    refuse_existing(args.output, args.force)  # before the analysis, not after it
+    if args.output.resolve() == Path(args.path).resolve():
+        raise UsageError(f"{args.output}: refusing to write over the source checkpoint")
+    if args.plan is not None:
+        plan, args.method = read_plan(args.plan)
+        args.layers = (args.layers or []) + list(plan)
+    ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
+    if args.plan is None:
+        plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
+    elif missing := [n for n in plan if n not in {r.layer.name for r in results if r.layer.analysable}]:
+        raise UsageError(f"{args.plan}: names layers {args.path} has no matrix for: {', '.join(missing[:3])}")
+    sigma2 = jobs.shrink_variances(args.method, results, plan, opts.methods) if args.mode == "shrink" else {}
+    with progress_bar("truncating"):
+        jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, args.mode, sigma2, args.force,
+                                      args.conv_view), ws=ws)
+    for name, k in plan.items():
+        print(f"{name}: rank {k}", file=sys.stderr)
+    print(f"wrote {args.output} ({len(plan)} layers truncated, {args.mode})", file=sys.stderr)
+    return EXIT_OK
+
+
+def evaluator_choice(args):
+    from core.device import resolve_device
+    from core.evaluate.outcomes import EvaluatorChoice
+
+    return EvaluatorChoice(args.evaluator, args.text, resolve_device(args.device))
+
+
+def cmd_eval(args) -> int:
+    from core import jobs
+    from core.jobs import EvaluateRequest, Workspace
+    from core.report import eval_document
+
+    if (args.budget or args.plan_out) and not args.each:
+        raise UsageError("--budget and --plan-out go with --each")
+    if args.plan_out and not args.budget:
+        raise UsageError("--plan-out needs a --budget to plan within")
+    if args.plan_out is not None:
+        from core.paths import refuse_existing
+
+        refuse_existing(args.plan_out, args.force)
+    ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
+    choice = evaluator_choice(args)
+    ws.evaluator(args.path, args.conv_view, choice)  # chosen (and its reference set) before the bar starts
+    if args.each:
+        return eval_each(args, ws, opts, results, choice)
+    with progress_bar("evaluating") as tick:
+        rep = jobs.evaluate(EvaluateRequest(args.path, tuple(results), choice, opts.methods, args.mode,
+                                            args.conv_view), tick, ws=ws)
+    emit(args.format, eval_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.eval_table(d))
+    _say_where(args, ws, choice)
+    return EXIT_OK
+
+
+def _say_where(args, ws, choice) -> None:
+    """Under a table, what the evaluator scored (the label-free ones' text windows)."""
+    _, evaluator = ws.evaluator(args.path, args.conv_view, choice)
+    if args.format == "table" and (where := getattr(evaluator, "where", None)):
+        print(f"evaluated on {where}", file=sys.stderr)
+
+
+def eval_each(args, ws, opts, results, choice) -> int:
+    from core import jobs
+    from core.jobs import SensitivityRequest
+    from core.report import plan_document, sensitivity_document
+
+    req = SensitivityRequest(args.path, tuple(results), choice, opts.methods, args.mode, args.plan_method,
+                             args.budget, args.conv_view)
+    with progress_bar("each layer" + (" and a plan" if args.budget else "")) as tick:
+        rep = jobs.sensitivity(req, tick, ws=ws)
+    path = str(ws.checkpoint(args.path, args.conv_view).path)
+    if args.plan_out is not None:
+        from core.paths import write_text_output
+
+        write_text_output(args.plan_out, json.dumps(plan_document(path, rep), indent=2) + "\n", overwrite=args.force)
+        print(f"wrote {args.plan_out} ({len(rep.planned)} layers)", file=sys.stderr)
+    emit(args.format, sensitivity_document(path, rep), lambda t, d: t.sensitivity_table(d))
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    from core import jobs
+    from core.evaluate.measure import parse_ranks
+    from core.jobs import SweepRequest, Workspace
+    from core.report import sweep_csv_rows, sweep_document
+
+    args.layers = [args.layer]
+    ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
+    result = next((r for r in results if r.layer.name == args.layer), None)
+    if result is None:
+        raise UsageError(f"no layer named {args.layer!r} in {args.path}")
+    choice = evaluator_choice(args)
+    ws.evaluator(args.path, args.conv_view, choice)
+    p = result.analysis.shape.p if result.analysis else 0
+    ranks = tuple(parse_ranks(args.ranks, p)) if args.ranks else None
+    with progress_bar("sweeping") as tick:
+        rep = jobs.sweep(SweepRequest(args.path, result, choice, ranks, args.conv_view), tick, ws=ws)
+    emit(args.format, sweep_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.sweep_table(d),
+         sweep_csv_rows)
+    return EXIT_OK
+
+
+def cmd_app(args) -> int:
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    from .app import RmtApp
+
+    opts = analysis_options(args, resolve_auto=False)
+    paths = [Path(p) for p in args.paths] or [DEFAULT_DEMO_MODEL]
+    from core.evaluate.outcomes import EvaluatorChoice
+
+    choice = EvaluatorChoice(args.evaluator, args.text, opts.device if opts.device != "auto" else "cpu")
+    executor_from(args)  # a bad --executor fails here, before the app starts
+    executor = (args.executor, args.gpus_per_task, args.cpus_per_task, args.max_retries)
+    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator=choice, executor=executor).run()
+    # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
+    # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    return EXIT_OK

@@ -1,0 +1,102 @@
+"""The app's keys: every binding with its id and help text (the help screen, the footer and the
+command palette all read them), and which of them apply now."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual.app import SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from core.text import printable
+
+from .grid import GridScreen
+from .screens import HelpScreen
+from .widgets import LayerTree
+
+APP_BINDINGS = [
+    Binding("a", "analyse_all", "Analyse", tooltip="analyse every layer (values only, cached)", id="analyse_all"),
+    Binding("e", "evaluate('layer')", "Eval", tooltip="truncate the selected layer to each method's ŝ "
+            "and evaluate (the evaluator's metric, params saved)", id="evaluate_layer"),
+    Binding("E", "evaluate('all')", "Eval all", id="evaluate_all",
+            tooltip="truncate every layer to each method's ŝ and evaluate"),
+    Binding("s", "sweep", "Sweep", id="sweep",
+            tooltip="the evaluator's metric and Avew against the kept rank of the selected layer"),
+    Binding("S", "sensitivity", "Each layer", show=False, id="sensitivity",
+            tooltip="per-layer sensitivity: each layer alone truncated to each method's ŝ, sorted by damage"),
+    Binding("v", "cycle_view", "View", id="cycle_view",
+            tooltip="cycle the plot: histogram + MP fits, sorted values, sweep (and, with several "
+                    "checkpoints, the compare views)"),
+    Binding("c", "compare", "Compare", id="compare",
+            tooltip="overlay this layer of every open checkpoint (again: sorted values instead of density)"),
+    Binding("n", "normalise", "Normalise", show=False, id="normalise",
+            tooltip="overlays in units of each checkpoint's own fitted MP edge s₊ (on / off)"),
+    Binding("t", "trajectory", "Trajectory", show=False, id="trajectory",
+            tooltip="ŝ and σ̂² of this layer against the checkpoints, in the order they were opened"),
+    Binding("g", "grid", "Grid", id="grid", tooltip="layers × checkpoints grid of ŝ; enter opens a layer"),
+    Binding("b", "mark_base", "Base", show=False, id="mark_base",
+            tooltip="mark (or unmark) this layer's checkpoint as the base of deltas"),
+    Binding("d", "delta", "Delta", id="delta",
+            tooltip="ΔW = this layer − the base's: its spectrum, ŝ(ΔW), energy and stable ranks"),
+    Binding("slash", "find", "Find", tooltip="find a layer by name", id="find"),
+    Binding("o", "open", "Open", show=False, tooltip="open another checkpoint", id="open"),
+    Binding("escape", "cancel", "Cancel", tooltip="cancel running work", id="cancel"),
+    Binding("question_mark", "help", "Help", tooltip="this help", id="help"),
+    Binding("q", "quit", "Quit", tooltip="quit (asks first while work runs)", id="quit"),
+]
+
+# Keys handled by the tree itself, listed in the help screen beside the app's bindings.
+NAVIGATION_HELP = [("j / k, ↓ / ↑", "move in the layer tree"), ("enter", "analyse the layer / expand a group"),
+                   ("space", "expand or collapse a group"), ("ctrl+p", "command palette")]
+
+
+class KeyBindings:
+    """Mixed into RmtApp: help, footer and palette from BINDINGS."""
+
+    def action_help(self) -> None:
+        rows = [(self._key_label(b.key), b.tooltip or b.description) for b in self.BINDINGS]
+        self.push_screen(HelpScreen(NAVIGATION_HELP + rows))
+
+    @staticmethod
+    def _key_label(key: str) -> str:
+        return {"slash": "/", "question_mark": "?", "escape": "esc"}.get(key, key)
+
+    def _footer_state(self) -> tuple:
+        layer_actions = self.selected is not None and self.session.layer(self.selected).analysable
+        several = len(self.session.opened) >= 2
+        delta = self.selected is not None and self.session.delta_wanted(self.selected)
+        return bool(self.session.jobs), layer_actions, several, delta
+
+    def _refresh_footer(self) -> None:
+        """Refresh the footer's keys only when what ``check_action`` answers has changed: each
+        refresh rebuilds the footer's widgets, which is wasted work while moving in the tree."""
+        state = self._footer_state()
+        if state != self._footer_shown:
+            self._footer_shown = state
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Footer shows the keys that matter now: cancel only while work runs; layer actions only
+        on an analysable layer."""
+        running, layer_actions, several, delta = self._footer_state()
+        if isinstance(self.screen, GridScreen):  # the grid has its own keys; the app's act on the tree
+            return action in ("quit", "help", "cancel") and (action != "cancel" or running)
+        if action == "cancel":
+            return running
+        if action in ("compare", "grid", "trajectory", "mark_base"):
+            return several
+        if action == "delta":
+            return delta
+        if action == "sweep" or (action == "evaluate" and parameters == ("layer",)):
+            return layer_actions
+        return True
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            if b.action not in ("quit", "help"):
+                yield SystemCommand(b.tooltip.capitalize(), f"key {self._key_label(b.key)}",
+                                    lambda a=b.action: self.run_action(a))
+        for key in list(self.query_one(LayerTree).leaves)[:2000]:
+            yield SystemCommand(f"Go to {printable(key.name)}", self.session.opened[key.ckpt].path.name,
+                                lambda k=key: self.query_one(LayerTree).reveal(k))
