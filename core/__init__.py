@@ -2,10 +2,11 @@
 evaluation, as plain Python. Nothing here imports Textual or Rich; torch is imported only by the
 verbs that need it (pickles, truncation, evaluation).
 
-The verbs below are the public API (everything the CLI and the app show comes from them); the
-sub-packages hold the parts: ``core.io`` (checkpoint formats), ``core.rmt`` (the numerics),
-``core.evaluate`` (evaluators), ``core.compare`` (matching, deltas, LoRA), ``core.jobs`` (the job
-layer both front ends call).
+The verbs below are the public API: everything the CLI and the app show comes from them. They are
+named apart from the sub-packages (``core.evaluate`` is the evaluators' package,
+``core.evaluate_checkpoint`` the verb), which hold the parts: ``core.io`` (checkpoint formats),
+``core.rmt`` (the numerics), ``core.evaluate`` (evaluators), ``core.compare`` (matching, deltas,
+LoRA), ``core.jobs`` (the job layer both front ends call).
 
 Example::
 
@@ -66,7 +67,7 @@ def open_checkpoint(path: str | Path, conv_view: str = "reshape") -> Checkpoint:
     Example:
         >>> ckpt = open_checkpoint("demo_models/mlp_bs16.safetensors")
         >>> [l.name for l in ckpt.layers][:2]
-        ['fc1.weight', 'fc1.bias']
+        ['fc1.bias', 'fc1.weight']
     """
     from core.io.checkpoint import open_checkpoint as _open
 
@@ -121,8 +122,8 @@ def analyse_checkpoint(ckpt: Checkpoint | str | Path, methods: Sequence[str] | N
     return list(_scan(ckpt, _options(methods, params, use_cache), select_layers(ckpt, layers), progress))
 
 
-def report(path: str | Path, methods: Sequence[str] | None = None, params: dict | None = None,
-           layers: Sequence[str] | None = None) -> dict[str, Any]:
+def report_checkpoint(path: str | Path, methods: Sequence[str] | None = None, params: dict | None = None,
+                      layers: Sequence[str] | None = None) -> dict[str, Any]:
     """The ``rmt-tui/report/1`` document of ``rmt-tui report PATH --format json``.
 
     Returns:
@@ -136,8 +137,8 @@ def report(path: str | Path, methods: Sequence[str] | None = None, params: dict 
     return report_document(str(ckpt.path), results, opts.methods, options_record(opts, ckpt.conv_view, layers))
 
 
-def truncate(path: str | Path, output: str | Path, method: str = "bema", mode: str = "hard",
-             layers: Sequence[str] | None = None, overwrite: bool = False) -> dict[str, int]:
+def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bema", mode: str = "hard",
+                        layers: Sequence[str] | None = None, overwrite: bool = False) -> dict[str, int]:
     """Truncate layers to a method's ŝ (or ``rank:K``) and write a safetensors file.
 
     Args:
@@ -163,9 +164,9 @@ def truncate(path: str | Path, output: str | Path, method: str = "bema", mode: s
     return plan
 
 
-def evaluate(path: str | Path, methods: Sequence[str] | None = None, evaluator: str | None = None,
-             layers: Sequence[str] | None = None, mode: str = "hard", text: str | None = None,
-             device: str = "cpu") -> EvalReport:
+def evaluate_checkpoint(path: str | Path, methods: Sequence[str] | None = None, evaluator: str | None = None,
+                        layers: Sequence[str] | None = None, mode: str = "hard", text: str | None = None,
+                        device: str = "cpu") -> EvalReport:
     """Truncate every selected layer to each method's ŝ and evaluate, beside the original.
 
     Args:
@@ -188,10 +189,24 @@ def evaluate(path: str | Path, methods: Sequence[str] | None = None, evaluator: 
     return jobs.evaluate(req, ws=ws)
 
 
-def compare(paths: Sequence[str | Path], methods: Sequence[str] | None = None,
-            layers: Sequence[str] | None = None) -> dict[str, Any]:
-    """The ``rmt-tui/compare/1`` document: the same layers of several checkpoints side by side
-    (paired by name, never by position)."""
+def compare_checkpoints(paths: Sequence[str | Path], methods: Sequence[str] | None = None,
+                        layers: Sequence[str] | None = None) -> dict[str, Any]:
+    """The same layers of several checkpoints side by side, paired by name (never by position).
+
+    Args:
+        paths: two or more checkpoints, any formats, mixed.
+        methods: as ``analyse_matrix``.
+        layers: glob patterns of layer names (all matched layers when None).
+
+    Returns:
+        The ``rmt-tui/compare/1`` document ``rmt-tui compare --format json`` prints: per layer, how
+        it was paired and each checkpoint's analysis.
+
+    Example:
+        >>> doc = compare_checkpoints(["demo_models/mlp_bs16.safetensors", "demo_models/mlp_bs64.safetensors"])
+        >>> doc["schema"], len(doc["checkpoints"])
+        ('rmt-tui/compare/1', 2)
+    """
     from core.compare.delta import compare_checkpoints, select_rows
     from core.compare.matching import match_layers
     from core.report import compare_document, options_record
@@ -204,7 +219,7 @@ def compare(paths: Sequence[str | Path], methods: Sequence[str] | None = None,
                             options_record(opts, "reshape", layers))
 
 
-def delta(base: str | Path, tuned: str | Path, methods: Sequence[str] | None = None) -> list:
+def delta_checkpoints(base: str | Path, tuned: str | Path, methods: Sequence[str] | None = None) -> list:
     """ΔW = W_tuned − W_base of every matched layer, analysed as a weight matrix.
 
     Returns:
@@ -216,5 +231,5 @@ def delta(base: str | Path, tuned: str | Path, methods: Sequence[str] | None = N
     return jobs.delta(jobs.DeltaRequest(str(base), str(tuned), _options(methods, None, True)))
 
 
-__all__ = ["__version__", "open_checkpoint", "analyse_matrix", "analyse_checkpoint", "report", "truncate",
-           "evaluate", "compare", "delta"]
+__all__ = ["__version__", "open_checkpoint", "analyse_matrix", "analyse_checkpoint", "report_checkpoint",
+           "truncate_checkpoint", "evaluate_checkpoint", "compare_checkpoints", "delta_checkpoints"]

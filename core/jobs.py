@@ -98,8 +98,8 @@ class AnalyseManyRequest:
 
 
 @dataclass(frozen=True)
-class EvaluateRequest:
-    """Every given layer truncated at once to each method's ŝ, and evaluated."""
+class _TruncationJob:
+    """What every job that truncates analysed layers and evaluates them needs."""
 
     path: str
     results: tuple[LayerResult, ...]
@@ -107,6 +107,11 @@ class EvaluateRequest:
     methods: tuple[str, ...] = DEFAULT_METHODS
     mode: str = "hard"
     conv_view: str = "reshape"
+
+
+@dataclass(frozen=True)
+class EvaluateRequest(_TruncationJob):
+    """Every given layer truncated at once to each method's ŝ, and evaluated."""
 
 
 @dataclass(frozen=True)
@@ -121,17 +126,11 @@ class SweepRequest:
 
 
 @dataclass(frozen=True)
-class SensitivityRequest:
+class SensitivityRequest(_TruncationJob):
     """Each layer alone at each method's ŝ; with a ``budget``, then a plan within it."""
 
-    path: str
-    results: tuple[LayerResult, ...]
-    evaluator: EvaluatorChoice = EvaluatorChoice()
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    mode: str = "hard"
     plan_method: str = DEFAULT_METHODS[0]
     budget: str | None = None
-    conv_view: str = "reshape"
 
 
 @dataclass(frozen=True)

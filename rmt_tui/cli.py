@@ -27,20 +27,25 @@ from core.text import printable
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-EXIT_INPUT = 3  # unreadable or invalid checkpoint / data
-EXIT_UNSAFE = 4  # a pickle that asked to run code
-EXIT_EVAL = 5  # evaluator missing or failed
-EXIT_EXISTS = 6  # output exists and --force was not given
-EXIT_MEMORY = 7  # a tensor (or its analysis) needs more memory than is available; refused before reading
-EXIT_WRITE = 8  # the output could not be written (disk full, read-only, permission denied); nothing left behind
+EXIT_INPUT = 3
+EXIT_UNSAFE = 4
+EXIT_EVAL = 5
+EXIT_EXISTS = 6
+EXIT_MEMORY = 7
+EXIT_WRITE = 8
 EXIT_INTERRUPTED = 130
+# What each exit code means, as --help's epilog says it (the README's promises table says the same).
+EXIT_MEANINGS = ((EXIT_OK, "ok"), (EXIT_USAGE, "usage error"), (EXIT_INPUT, "unreadable or invalid input"),
+                 (EXIT_UNSAFE, "unsafe input (pickle that runs code; refused)"), (EXIT_EVAL, "evaluator error"),
+                 (EXIT_EXISTS, "output exists (use --force)"),
+                 (EXIT_MEMORY, "not enough memory for a tensor (refused before reading it)"),
+                 (EXIT_WRITE, "output cannot be written (disk full, read-only, permission denied; nothing left "
+                              "behind)"),
+                 (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
 
 COMMANDS = ("report", "compare", "delta", "truncate", "eval", "sweep")
 
-EPILOG = """exit codes: 0 ok, 2 usage error, 3 unreadable or invalid input, 4 unsafe input (pickle that
-runs code; refused), 5 evaluator error, 6 output exists (use --force), 7 not enough memory for a
-tensor (refused before reading it), 8 output cannot be written (disk full, read-only, permission
-denied; nothing left behind), 130 interrupted (Ctrl-C)"""
+EPILOG = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_MEANINGS)
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:

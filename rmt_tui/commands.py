@@ -229,8 +229,8 @@ def eval_each(args, ws, opts, results, choice) -> int:
     from core.jobs import SensitivityRequest
     from core.report import plan_document, sensitivity_document
 
-    req = SensitivityRequest(args.path, tuple(results), choice, opts.methods, args.mode, args.plan_method,
-                             args.budget, args.conv_view)
+    req = SensitivityRequest(args.path, tuple(results), choice, opts.methods, args.mode, args.conv_view,
+                             plan_method=args.plan_method, budget=args.budget)
     with progress_bar("each layer" + (" and a plan" if args.budget else "")) as tick:
         rep = jobs.sensitivity(req, tick, ws=ws)
     path = str(ws.checkpoint(args.path, args.conv_view).path)

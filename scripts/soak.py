@@ -44,6 +44,11 @@ async def soak(paths: list[Path], minutes: float, seed: int) -> int:
     next_sample = 0.0
     async with app.run_test(size=(120, 40)) as pilot:
         engine_pid = app.analysis_process.pid
+
+        def sample(t: float) -> tuple:
+            return (t, rss_mb(), rss_mb(engine_pid), rss_mb(app.evaluation_process.pid or 0), pressed,
+                    len(app.session.jobs))
+
         while (elapsed := time.monotonic() - t0) < minutes * 60:
             key = rng.choice(KEYS)
             await pilot.press(key)
@@ -55,12 +60,10 @@ async def soak(paths: list[Path], minutes: float, seed: int) -> int:
                 errors.append(app.last_error)
             await pilot.pause(rng.uniform(0.02, 0.4))
             if elapsed >= next_sample:
-                rows.append((elapsed, rss_mb(), rss_mb(engine_pid), rss_mb(app.evaluation_process.pid or 0), pressed,
-                             len(app.session.jobs)))
+                rows.append(sample(elapsed))
                 next_sample += 30
         await app.workers.wait_for_complete()
-        rows.append((time.monotonic() - t0, rss_mb(), rss_mb(engine_pid), rss_mb(app.evaluation_process.pid or 0), pressed,
-                     len(app.session.jobs)))
+        rows.append(sample(time.monotonic() - t0))
     print(f"{'t (s)':>7} {'UI RSS MB':>10} {'analysis RSS MB':>16} {'evaluation RSS MB':>18} {'keys':>6} {'jobs':>5}")
     for t, ui, eng, work, n, jobs in rows:
         print(f"{t:7.0f} {ui:10.0f} {eng:16.0f} {work:18.0f} {n:6d} {jobs:5d}")

@@ -55,3 +55,18 @@ def finetune_pair(tmp_path):
     save_file(base, str(tmp_path / "base.safetensors"))
     save_file(tuned, str(tmp_path / "tuned.safetensors"))
     return tmp_path / "base.safetensors", tmp_path / "tuned.safetensors"
+
+
+def model_state(seed=0, dtype=torch.float32):
+    """A small model of every kind of tensor: embedding, linears in depth order 2 < 10, a conv, a bias, ints."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, shape in [("embed.weight", (100, 48)), ("layers.2.fc.weight", (64, 48)), ("layers.2.fc.bias", (64,)),
+                        ("layers.10.fc.weight", (40, 64)), ("conv.weight", (32, 3, 3, 3)), ("head.weight", (10, 40))]:
+        sd[name] = torch.randn(shape, generator=g).to(dtype)
+    sd["steps"] = torch.tensor([1, 2, 3])
+    return sd
+
+
+def names(ckpt):
+    return [l.name for l in ckpt.layers]
