@@ -159,7 +159,7 @@ def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bem
     opts = _options(None if method.startswith("rank:") else [method], None, True)
     results = [r for r in analyse_checkpoint(ckpt, opts.methods, layers=layers) if r.layer.analysable]
     plan = resolve_ranks(method, results)
-    sigma2 = jobs.shrink_variances(method, results, plan, opts.methods) if mode == "shrink" else {}
+    sigma2 = jobs.shrink_variances(method, results, plan, opts) if mode == "shrink" else {}
     jobs.truncate(jobs.TruncateRequest(str(path), plan, Path(output), method, mode, sigma2, overwrite), ws=ws)
     return plan
 

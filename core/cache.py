@@ -18,9 +18,10 @@ import numpy as np
 from core.errors import RmtWarning
 from core.paths import atomic_output, cache_dir, remove_stale_temps
 from core.rmt.analysis import MatrixAnalysis, MethodResult
+from core.rmt.noise import NoiseDiagnosis
 from core.rmt.spectrum import MatrixShape
 
-FORMAT = 3
+FORMAT = 4  # 4: per-method cosines; equalised, ks_raw and noise per analysis
 
 
 def content_key(t, extra: str = "") -> str:
@@ -41,8 +42,8 @@ def content_key(t, extra: str = "") -> str:
     return h.hexdigest()
 
 
-def config_key(methods, weighting: str) -> str:
-    text = "|".join(repr(m) for m in methods) + f"|{weighting}"
+def config_key(methods, weighting: str, cosines: str = "mp", equalise: bool = False, noise: bool = False) -> str:
+    text = "|".join(repr(m) for m in methods) + f"|{weighting}|{cosines}|eq={equalise}|noise={noise}"
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -92,7 +93,9 @@ class SpectrumCache:
                 return None
             methods = {name: MethodResult(method=name, **fields) for name, fields in doc["methods"].items()}
             sv.setflags(write=False)
-            return MatrixAnalysis(shape, sv, methods, doc["weighting"], doc.get("reason"))
+            noise = NoiseDiagnosis.from_dict(doc["noise"]) if doc.get("noise") is not None else None
+            return MatrixAnalysis(shape, sv, methods, doc["weighting"], doc.get("reason"), bool(doc["equalised"]),
+                                  doc["ks_raw"], noise)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # missing (the common miss) or corrupt: recompute
 
@@ -117,7 +120,8 @@ class SpectrumCache:
         if not svp.exists():
             self._write(svp, np.asarray(a.sv, dtype="<f8").tobytes())
         doc = {"format": FORMAT, "shape": [a.shape.m, a.shape.n], "weighting": a.weighting, "reason": a.reason,
-               "methods": {name: _fields(r) for name, r in a.methods.items()}}
+               "methods": {name: _fields(r) for name, r in a.methods.items()}, "equalised": a.equalised,
+               "ks_raw": a.ks_raw, "noise": a.noise.to_dict() if a.noise is not None else None}
         self._write(self._doc_path(key, cfg), json.dumps(doc).encode())
 
 

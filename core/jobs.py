@@ -254,11 +254,28 @@ def truncate(req: TruncateRequest, progress: Progress | None = None, cancel: Can
     return export_safetensors(state, req.output, meta, overwrite=req.overwrite)
 
 
+def check_mode(mode: str, options: AnalysisOptions, methods: tuple[str, ...] | None = None) -> None:
+    """Shrinkage replaces each kept value by σ̂√N θ̂ (SPEC §9): it needs methods that estimate σ̂²,
+    in W's own units (not W̃'s). A usage error, before any work, says which condition fails."""
+    if mode != "shrink":
+        return
+    from core.rmt.methods import METHODS
+
+    if options.equalise:
+        raise UsageError("--mode shrink with --equalise: σ̂² refers to the equalised W̃, not W; use --mode hard")
+    lacking = [m for m in (methods or options.methods) if m in METHODS and not METHODS[m].implies_sigma2]
+    if lacking:
+        with_sigma = [m for m, c in METHODS.items() if c.implies_sigma2]
+        raise UsageError(f"--mode shrink needs σ̂², which {', '.join(lacking)} does not estimate; use --mode hard, "
+                         f"or methods among {', '.join(with_sigma)}")
+
+
 def shrink_variances(method: str, results: list[LayerResult], plan: Mapping[str, int],
-                     methods: tuple[str, ...]) -> dict[str, float]:
+                     options: AnalysisOptions) -> dict[str, float]:
     """σ̂² per planned layer for ``--mode shrink`` (which needs a method's noise level, not rank:K)."""
-    if method not in methods:
-        raise UsageError(f"--mode shrink needs a method ({' or '.join(methods)}), not a fixed rank")
+    if method not in options.methods:
+        raise UsageError(f"--mode shrink needs a method ({' or '.join(options.methods)}), not a fixed rank")
+    check_mode("shrink", options, (method,))
     return {r.layer.name: r.analysis.methods[method].sigma2 for r in results if r.layer.name in plan}
 
 

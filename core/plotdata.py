@@ -35,7 +35,8 @@ def histogram_data(a: MatrixAnalysis, bins: int = 60, points: int = 200) -> Hist
     sv = a.sv
     shape = a.shape
     fitted = {m: r for m, r in a.methods.items() if r.ok}
-    laws = {m: MarchenkoPastur(shape.c, r.sigma2).singular_values(shape.N) for m, r in fitted.items()}
+    laws = {m: MarchenkoPastur(shape.c, r.sigma2).singular_values(shape.N) for m, r in fitted.items()
+            if r.sigma2 is not None}  # ScreeNOT and the shuffle null imply no MP law: their τ only
     edge = max([r.threshold for r in fitted.values()] + [law.upper for law in laws.values()], default=sv[0])
     x_max = max(float(min(sv[0], 1.35 * edge)) if fitted else float(sv[0]), 1e-300)
     shown = sv[sv <= x_max]

@@ -26,7 +26,8 @@ PLAN_SCHEMA = "rmt-tui/plan/1"
 def options_record(opts, conv_view: str, layers) -> dict[str, Any]:
     """The ``options`` of a report or compare document: what produced its numbers."""
     return {"methods": list(opts.methods), "params": {m: dict(p) for m, p in opts.params},
-            "weighting": opts.weighting, "conv_view": conv_view, "layers": list(layers) if layers else None}
+            "weighting": opts.weighting, "conv_view": conv_view, "layers": list(layers) if layers else None,
+            "cosines": opts.cosines, "equalise": opts.equalise, "noise": opts.noise}
 
 
 def layer_record(r: LayerResult, methods: Sequence[str]) -> dict[str, Any]:
@@ -44,6 +45,9 @@ def layer_record(r: LayerResult, methods: Sequence[str]) -> dict[str, Any]:
         "N": shape.N if shape else None,
         "c": shape.c if shape else None,
         "sv_max": a.sv_max if a is not None else None,
+        "equalised": a.equalised if a is not None else False,
+        "ks_raw": a.ks_raw if a is not None else None,
+        "noise": a.noise.to_dict() if a is not None and a.noise is not None else None,
         "methods": {},
     }
     for m in methods:
@@ -60,7 +64,8 @@ def report_document(checkpoint: str, results: Sequence[LayerResult], methods: Se
             "layers": [layer_record(r, methods) for r in results]}
 
 
-CSV_LAYER_FIELDS = ("name", "shape", "matrix", "kind", "dtype", "status", "reason", "p", "N", "c", "sv_max")
+CSV_LAYER_FIELDS = ("name", "shape", "matrix", "kind", "dtype", "status", "reason", "p", "N", "c", "sv_max",
+                    "equalised", "ks_raw", "noise")
 
 
 def report_csv_rows(doc: dict[str, Any], methods: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
@@ -71,6 +76,7 @@ def report_csv_rows(doc: dict[str, Any], methods: Sequence[str]) -> tuple[list[s
         row[1] = "x".join(map(str, row[1]))  # shape
         if row[2] is not None:  # matrix
             row[2] = "x".join(map(str, row[2]))
+        row[-1] = row[-1]["model"] if row[-1] else None  # the noise model (its evidence is in the JSON)
         for m in methods:
             row += layer["methods"][m].values()  # METHOD_FIELDS order (to_dict)
         rows.append(row)
@@ -202,6 +208,7 @@ def delta_record(d, methods: Sequence[str]) -> dict[str, Any]:
         "rel_fro": d.rel_fro, "energy_rank": {"90": d.energy_rank_90, "99": d.energy_rank_99},
         "stable_rank": d.stable_rank, "p": a.shape.p if a is not None else None,
         "sv_max": a.sv_max if a is not None else None, "methods": {}, "warnings": list(d.warnings),
+        "noise": a.noise.to_dict() if a is not None and a.noise is not None else None,
     }
     for m in methods:
         res = a.methods.get(m) if a is not None else None

@@ -41,6 +41,14 @@ class AnalysisOptions:
     weighting: str = "uniform"
     device: str = "cpu"
     use_cache: bool = True
+    cosines: str = "mp"  # mp | empirical | auto (core.rmt.analysis.COSINES)
+    equalise: bool = False  # analyse W̃ (rows and columns equalised) instead of W
+    noise: bool = False  # add the noise diagnosis per layer
+
+    def analyse(self, w) -> MatrixAnalysis:
+        """``analyse_matrix`` of ``w`` with these options."""
+        return analyse_matrix(w, self.method_objects(), self.weighting, self.device, self.cosines, self.equalise,
+                              self.noise)
 
     @classmethod
     def make(cls, methods=DEFAULT_METHODS, params: dict | None = None, **kw) -> AnalysisOptions:
@@ -67,7 +75,7 @@ def _method_objects(methods: tuple[str, ...], params: tuple) -> tuple:
 
 @lru_cache(maxsize=64)
 def config_of(options: AnalysisOptions) -> str:
-    return config_key(options.method_objects(), options.weighting)
+    return config_key(options.method_objects(), options.weighting, options.cosines, options.equalise, options.noise)
 
 
 def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = AnalysisOptions(),
@@ -79,8 +87,7 @@ def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = Ana
     if cache is None or _unfit_shape(layer.matrix, options):
         # Where no method can run the analysis is one small eigensolve, cheaper than the cache's
         # file lookups (measured ~1 ms a layer to store, 0.17 ms to load).
-        return LayerResult(layer, analyse_matrix(_read_matrix(ckpt, layer, shape), options.method_objects(),
-                                                 options.weighting, options.device))
+        return LayerResult(layer, options.analyse(_read_matrix(ckpt, layer, shape)))
     if (hit := cached_analysis(ckpt, layer, options, cache)) is not None:
         return LayerResult(layer, hit)
     cfg = config_of(options)
@@ -89,7 +96,7 @@ def analyse_layer(ckpt: Checkpoint, layer: Layer, options: AnalysisOptions = Ana
     cache.remember_key(ckpt.fingerprint(layer), key)
     if (hit := cache.load(key, shape, cfg)) is not None:  # the same bytes seen in another file
         return LayerResult(layer, hit)
-    a = analyse_matrix(w, options.method_objects(), options.weighting, options.device)
+    a = options.analyse(w)
     cache.store(key, cfg, a)
     return LayerResult(layer, a)
 
@@ -156,7 +163,7 @@ def _analyse_small_run(ckpt: Checkpoint, todo: list[Layer], start: int, options:
         if isinstance(w, np.ndarray) and w.dtype == np.float32:
             groups.setdefault(w.shape, []).append((i, w))
         else:  # torch tensors and float64 (whose values may need rescaling) one at a time
-            out[i] = LayerResult(todo[i], analyse_matrix(w, options.method_objects(), options.weighting))
+            out[i] = LayerResult(todo[i], options.analyse(w))
     for items in groups.values():
         stack = np.stack([w for _, w in items])
         for (j, _), a in zip(items, analyse_small(stack, options.method_objects(), options.weighting)):

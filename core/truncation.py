@@ -82,7 +82,7 @@ def truncate_matrix(w, k: int, mode: str = "hard", sigma2: float | None = None) 
         return low_rank(f, k).astype(a.dtype, copy=False)
     if mode == "shrink":
         if sigma2 is None:
-            raise ValueError("shrinkage needs the method's noise variance σ̂²")
+            raise UsageError("--mode shrink needs the method's noise variance σ̂²; use --mode hard")
         return low_rank(f, k, shrunk_values(f.s, sigma2, shape, k)).astype(a.dtype, copy=False)
     raise ValueError(f"unknown truncation mode {mode!r}; use 'hard' or 'shrink'")
 

@@ -157,6 +157,21 @@ class RmtApp(JobWorkers, KeyBindings, App):
                 self._analyse_layer(self._begin("layer", f"analyse {key.name}"), key)
         self.selected = key  # watch_selected redraws
 
+    def set_options(self, options: AnalysisOptions) -> None:
+        """New analysis options (from the palette): what was computed with the old ones is
+        forgotten, the tree's marks cleared, and the selected layer analysed again."""
+        self.action_cancel()
+        self.options = options
+        self.session.forget_results()
+        tree = self.query_one(LayerTree)
+        for key in tree.leaves:
+            tree.update_leaf(key, self.session.layer(key), None)
+        flags = [f for f, on in (("noise", options.noise), ("equalised", options.equalise)) if on]
+        self._say(f"methods: {', '.join(options.methods)}; cosines {options.cosines}"
+                  + (f"; {', '.join(flags)}" if flags else ""), timeout=4)
+        if self.selected is not None:
+            self.select(self.selected, force=True)
+
     def watch_selected(self) -> None:
         self._refresh_selection()
 

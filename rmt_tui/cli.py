@@ -58,9 +58,19 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     for cls in METHODS.values():  # each method's own parameters, as it declares them
         for prm, default in zip(cls.params, cls().settings().values()):
             g.add_argument(prm.flag, type=prm.type, default=default,
-                           help=f"{prm.help} in {prm.allowed()} (default: %(default)s)")
+                           help=f"{prm.help} in {prm.allowed()}" + (" (default: %(default)s)" if default is not None
+                                                                     else ""))
     g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform",
                    help="Avew weights (default: %(default)s)")
+    g.add_argument("--cosines", choices=("mp", "empirical", "auto"), default="mp",
+                   help="Avew's cosines from the MP formula, from the empirical D-transform of the bulk below "
+                        "each method's cut, or empirical where the MP fit is poor (default: %(default)s)")
+    g.add_argument("--equalise", action="store_true",
+                   help="equalise row and column variances first: every method analyses W̃ (heteroscedastic "
+                        "noise becomes MP), and W's own KS is kept beside")
+    g.add_argument("--noise", action="store_true",
+                   help="diagnose each layer's noise (mp, heteroscedastic, correlated, heavy-tailed) with its "
+                        "evidence; costs a second spectrum and one shuffle per layer")
     g.add_argument("--conv-view", choices=("reshape", "positions"), default="reshape",
                    help="conv kernels as (out, in·kh·kw) or one out×in matrix per position (default: %(default)s)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")

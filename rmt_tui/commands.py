@@ -36,7 +36,8 @@ def analysis_options(args, resolve_auto: bool = True):
     params = {m: {prm.name: getattr(args, prm.dest) for prm in METHODS[m].params} for m in methods}
     opts = AnalysisOptions.make(methods, params, weighting=args.weighting,
                                 device=resolve_device(args.device) if resolve_auto or args.device != "auto" else "auto",
-                                use_cache=not args.no_cache)
+                                use_cache=not args.no_cache, cosines=args.cosines, equalise=args.equalise,
+                                noise=args.noise)
     try:
         opts.method_objects()
     except ValueError as exc:
@@ -167,13 +168,15 @@ def cmd_truncate(args) -> int:
     if args.plan is not None:
         plan, args.method = read_plan(args.plan)
         args.layers = (args.layers or []) + list(plan)
+    if args.mode == "shrink" and not args.method.startswith("rank:"):
+        jobs.check_mode(args.mode, analysis_options(args), (args.method,))
     ws = Workspace()
     ckpt, opts, results = open_and_analyse(args, ws)
     if args.plan is None:
         plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
     elif missing := [n for n in plan if n not in {r.layer.name for r in results if r.layer.analysable}]:
         raise UsageError(f"{args.plan}: names layers {args.path} has no matrix for: {', '.join(missing[:3])}")
-    sigma2 = jobs.shrink_variances(args.method, results, plan, opts.methods) if args.mode == "shrink" else {}
+    sigma2 = jobs.shrink_variances(args.method, results, plan, opts) if args.mode == "shrink" else {}
     with progress_bar("truncating"):
         jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, args.mode, sigma2, args.force,
                                       args.conv_view), ws=ws)
@@ -203,6 +206,7 @@ def cmd_eval(args) -> int:
         from core.paths import refuse_existing
 
         refuse_existing(args.plan_out, args.force)
+    jobs.check_mode(args.mode, analysis_options(args))  # before the analysis, not after it
     ws = Workspace()
     ckpt, opts, results = open_and_analyse(args, ws)
     choice = evaluator_choice(args)

@@ -97,6 +97,33 @@ class KeyBindings:
             if b.action not in ("quit", "help"):
                 yield SystemCommand(b.tooltip.capitalize(), f"key {self._key_label(b.key)}",
                                     lambda a=b.action: self.run_action(a))
+        yield from self._analysis_commands()
         for key in list(self.query_one(LayerTree).leaves)[:2000]:
             yield SystemCommand(f"Go to {printable(key.name)}", self.session.opened[key.ckpt].path.name,
                                 lambda k=key: self.query_one(LayerTree).reveal(k))
+
+    def _analysis_commands(self) -> Iterable[SystemCommand]:
+        """Choose what the analysis computes: each registered method on or off, the noise
+        diagnosis, equalisation and the cosines behind Avew (every layer is analysed again)."""
+        from dataclasses import replace
+
+        from core.rmt.methods import METHODS
+
+        o = self.options
+        for name, cls in METHODS.items():
+            on = name in o.methods
+            if on and len(o.methods) == 1:
+                continue  # the last method stays
+            methods = tuple(m for m in o.methods if m != name) if on else (*o.methods, name)
+            yield SystemCommand(f"Methods: {'remove' if on else 'add'} {cls.label}", f"now: {', '.join(o.methods)}",
+                                lambda m=methods: self.set_options(replace(self.options, methods=m)))
+        yield SystemCommand(f"Noise diagnosis: {'off' if o.noise else 'on'}", "mp / heteroscedastic / correlated / "
+                            "heavy-tailed per layer (a second spectrum and a shuffle each)",
+                            lambda: self.set_options(replace(self.options, noise=not self.options.noise)))
+        yield SystemCommand(f"Equalise rows and columns: {'off' if o.equalise else 'on'}",
+                            "every method analyses W̃; W's own KS is kept beside",
+                            lambda: self.set_options(replace(self.options, equalise=not self.options.equalise)))
+        for kind in ("mp", "empirical", "auto"):
+            if kind != o.cosines:
+                yield SystemCommand(f"Avew cosines: {kind}", f"now: {o.cosines}",
+                                    lambda k=kind: self.set_options(replace(self.options, cosines=k)))

@@ -19,7 +19,7 @@ from .plots import (
     series_style,
     style,
 )
-from .render import fmt, metric_value, ranks_summary, shown
+from .render import fmt, metric_value, noise_cell, ranks_summary, shown
 from .session import ALL_LAYERS, Opened
 from .widgets import Compared
 
@@ -86,26 +86,44 @@ class ResultsPanel(Static):
 
     @staticmethod
     def _methods_part(a: MatrixAnalysis) -> list[RenderableType]:
-        """Each method's σ̂², τ, ŝ, Avew and fit, one column per method."""
+        """Each method's σ̂², τ, ŝ, Avew and fit: a column per method for up to two, a row per
+        method beyond (the side panel is 44 columns wide); then how the numbers were made."""
+        methods = [m for m in METHODS if m in a.methods] + [m for m in a.methods if m not in METHODS]
         t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         t.add_column("")
-        methods = [m for m in METHODS if m in a.methods] + [m for m in a.methods if m not in METHODS]
-        for m in methods:
-            c, mk, label = style(m)
-            t.add_column(Text(f"{mk} {label}", style=c), justify="right")
-        rows = [("σ̂²", "sigma2", ".4g"), ("τ", "threshold", ".4g"), ("ŝ", "rank", "d"), ("Avew", "avew", ".3f"),
-                ("  left", "avew_left", ".3f"), ("  right", "avew_right", ".3f"), ("KS fit", "ks", ".3f")]
-        for label, field, spec in rows:
-            cells = []
+        if len(methods) <= 2:
             for m in methods:
-                r = a.methods[m]
-                cell = Text(fmt(getattr(r, field), spec))
-                if field == "ks" and r.poor_fit:
-                    cell.append(" ⚠ poor", style="yellow")
-                cells.append(cell)
-            t.add_row(label, *cells)
+                c, mk, label = style(m)
+                t.add_column(Text(f"{mk} {label}", style=c), justify="right")
+            rows = [("σ̂²", "sigma2", ".4g"), ("τ", "threshold", ".4g"), ("ŝ", "rank", "d"),
+                    ("Avew", "avew", ".3f"), ("  left", "avew_left", ".3f"), ("  right", "avew_right", ".3f"),
+                    ("KS fit", "ks", ".3f")]
+            for label, field, spec in rows:
+                cells = []
+                for m in methods:
+                    r = a.methods[m]
+                    cell = Text(fmt(getattr(r, field), spec))
+                    if field == "ks" and r.poor_fit:
+                        cell.append(" ⚠ poor", style="yellow")
+                    cells.append(cell)
+                t.add_row(label, *cells)
+        else:
+            for head in ("ŝ", "τ", "σ̂²", "Avew", "KS"):
+                t.add_column(head, justify="right", no_wrap=True)
+            for m in methods:
+                r, (c, mk, label) = a.methods[m], style(m)
+                ks = Text(fmt(r.ks, ".2f")).append("⚠" if r.poor_fit else "", style="yellow")
+                t.add_row(Text(f"{mk} {label}", style=c), fmt(r.rank, "d"), fmt(r.threshold, ".3g"),
+                          fmt(r.sigma2, ".2g"), fmt(r.avew, ".3f"), ks)
         notes = [Text(f"{style(m).label}: n/a — {a.methods[m].reason}", style="dim") for m in methods
                  if not a.methods[m].ok]
+        empirical = [style(m).label for m in methods if a.methods[m].cosines == "empirical"]
+        if empirical:
+            notes.append(Text(f"Avew from empirical cosines (D-transform): {', '.join(empirical)}", style="dim"))
+        if a.equalised:
+            notes.append(Text(f"equalised: numbers are W̃'s; W's own KS {fmt(a.ks_raw, '.3f')}", style="dim"))
+        if a.noise is not None:
+            notes.append(noise_line(a.noise))
         return [t, *notes]
 
     @staticmethod
@@ -190,3 +208,12 @@ def extra_metrics(rep: EvalReport) -> list[RenderableType]:
             lines.append(Text(f"{style(m).label}: chance {x['chance']:.3f} · worst 5 % {x['fidelity_p05']:.3f} · "
                               f"NN {x['nn_agreement']:.0%} · Spearman {x['spearman']:.3f}", style="dim"))
     return lines
+
+
+def noise_line(n) -> Text:
+    """'noise: correlated (KS 0.14 raw, 0.12 equalised; shuffle 1.03 × edge)'."""
+    if n.model is None:
+        return Text(f"noise: – ({n.reason})", style="dim")
+    line = Text("noise: ").append_text(noise_cell(n.to_dict()))
+    return line.append(f" ({n.model}: KS {fmt(n.ks_raw, '.2f')} raw, {fmt(n.ks_equalised, '.2f')} equalised; "
+                       f"shuffle {fmt(n.shuffle_edge_ratio, '.2f')} × edge)", style="dim")

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from rich.text import Text
 
 from core.evaluate.outcomes import MetricSpec
-from core.rmt.methods import short_label
+from core.rmt.methods import METHODS
 from core.text import printable
 
 
@@ -16,6 +16,10 @@ def shown(text: str, style: str = "") -> Text:
     """A name or message from a checkpoint as terminal text: control characters escaped, and
     never read as Rich markup (a tensor may be called "[red]x")."""
     return Text(printable(text), style=style)
+
+
+def tree_mark(method: str) -> str:
+    return METHODS[method].tree_mark() if method in METHODS else method[:1]
 
 
 def fmt(x, spec=".3g") -> str:
@@ -36,10 +40,23 @@ def rank_cell(methods_doc: Mapping[str, Mapping], methods: Sequence[str] | None 
         return t
     for m in methods:
         r = methods_doc[m]
-        t.append(f" {short_label(m)[0]}{fmt(r['rank'], 'd')}", style="bold" if r["reason"] is None else "dim")
+        t.append(f" {tree_mark(m)}{fmt(r['rank'], 'd')}", style="bold" if r["reason"] is None else "dim")
         if r["poor_fit"]:
             t.append("⚠", style="yellow")
     return t
+
+
+# How the noise models are shown: tables and panel, and one letter in the tree.
+NOISE_SHORT = {"mp": "MP", "heteroscedastic": "hetero", "correlated": "corr", "heavy-tailed": "heavy"}
+NOISE_LETTER = {"mp": "m", "heteroscedastic": "h", "correlated": "c", "heavy-tailed": "t"}
+
+
+def noise_cell(noise: Mapping | None, letter: bool = False) -> Text:
+    """A layer's noise model ('hetero'; for the tree ' h'); '–' when undecided."""
+    model = noise.get("model") if noise else None
+    if model is None:
+        return Text("" if letter else "–", style="dim")
+    return Text(f" {NOISE_LETTER[model]}" if letter else NOISE_SHORT[model], style="" if model == "mp" else "yellow")
 
 
 def metric_value(spec: MetricSpec, metrics: Mapping[str, float], value: float | None = None) -> str:

@@ -130,6 +130,14 @@ class Session:
         """The selected layer's matches (itself included) that have a matrix and no result yet."""
         return [k for k in self.matched(key) if k is not None and self.result(k) is None and self.layer(k).analysable]
 
+    def forget_results(self) -> None:
+        """Drop every analysis, evaluation, sweep and delta (the analysis options changed)."""
+        for o in self.opened:
+            o.results.clear()
+            o.evals.clear()
+            o.sweeps.clear()
+        self.deltas.clear()
+
     # -- what jobs found ----------------------------------------------------------------------
     def record_result(self, key: LayerKey, result: LayerResult) -> None:
         self.opened[key.ckpt].results[key.name] = result

@@ -11,23 +11,36 @@ from rich.text import Text
 from core.evaluate.outcomes import MetricSpec, metric_spec
 from core.rmt.methods import short_label
 
-from .render import fmt, metric_value, rank_cell, ranks_summary, shown
+from .render import fmt, metric_value, noise_cell, rank_cell, ranks_summary, shown
 
 
 def report_table(doc: dict, methods) -> Table:
     # No vertical rules: the columns of a model with long tensor names still fit 80 columns.
     t = Table(title=shown(doc["checkpoint"]), title_justify="left", pad_edge=False, expand=False,
               box=box.SIMPLE_HEAD)
-    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24)
+    # Up to two methods: ŝ and Avew each; more: ŝ of each and the first one's Avew (80 columns).
+    avew_of = methods if len(methods) <= 2 else methods[:1]
+    noise = any(layer["noise"] for layer in doc["layers"])
+    few = len(avew_of) == len(methods)
+    if not few:
+        t.caption, t.caption_justify = f"ŝ per method; Avew at {short_label(methods[0])}'s ŝ", "left"
+    t.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24 if few else 16, min_width=None if few else 10)
     t.add_column("matrix", no_wrap=True, min_width=9)
     for m in methods:
-        t.add_column(f"ŝ {short_label(m)}", justify="right", no_wrap=True, min_width=len(short_label(m)) + 2)
-        t.add_column("Avew", justify="right", no_wrap=True, min_width=5)
-    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=24, min_width=6)
+        t.add_column(f"ŝ {short_label(m)}" if few else short_label(m), justify="right", no_wrap=True,
+                     min_width=len(short_label(m)) + 2 if few else max(len(short_label(m)), 4))
+        if m in avew_of:
+            t.add_column("Avew", justify="right", no_wrap=True, min_width=5)
+    if noise:
+        t.add_column("noise", no_wrap=True, min_width=6)
+    t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=24 if few else 14, min_width=6)
     for layer in doc["layers"]:
         matrix = "×".join(map(str, layer["matrix"])) if layer["matrix"] else "–"
         results = [layer["methods"][m] for m in methods]
-        cells = [c for r in results for c in (fmt(r["rank"], "d"), fmt(r["avew"]))]
+        cells = [c for m, r in zip(methods, results) for c in (fmt(r["rank"], "d"), *([fmt(r["avew"])] if m in avew_of
+                                                                                          else []))]
+        if noise:
+            cells.append(noise_cell(layer["noise"]))
         poor = [short_label(m) for m, r in zip(methods, results) if r["poor_fit"]]
         if layer["status"] != "ok":
             note = shown(layer["reason"], "dim")
@@ -135,8 +148,9 @@ def compare_table(doc: dict, methods) -> Table:
     analyse are left out, and a cell says why it is empty."""
     labels = [c["label"] for c in doc["checkpoints"]]
     heads, pattern = short_labels(labels)
+    noise = any(r.get("noise") for layer in doc["layers"] for r in layer["per_checkpoint"].values())
     title = f"ŝ {'/'.join(short_label(m) for m in methods)} per checkpoint{' ' + pattern if pattern else ''} " \
-            "(⚠ poor MP fit)"
+            "(⚠ poor MP fit" + ("; noise m/h/c/t: MP, heteroscedastic, correlated, heavy-tailed)" if noise else ")")
     t = Table(title=shown(title), title_justify="left", pad_edge=False)
     t.add_column("layer", overflow="ellipsis", no_wrap=True, min_width=10, max_width=28)
     for head in heads:
@@ -154,7 +168,7 @@ def compare_table(doc: dict, methods) -> Table:
             elif r["status"] != "ok":
                 cells.append(Text("–", style="dim"))
             else:
-                cells.append(rank_cell(r["methods"], methods))
+                cells.append(rank_cell(r["methods"], methods).append_text(noise_cell(r["noise"], letter=True)))
         note = layer["status"] if layer["status"] != "matched" else ("dtype" if layer["warnings"] else "")
         extra = [Text(note, style="yellow")] if len(t.columns) > len(labels) + 1 else []
         t.add_row(shown(layer["key"]), *cells, *extra)
@@ -172,6 +186,9 @@ def delta_table(doc: dict, methods) -> Group:
     t.add_column("r90", justify="right", no_wrap=True)
     t.add_column("stable", justify="right", no_wrap=True, min_width=6)
     t.add_column("ΔW/W", justify="right", no_wrap=True)
+    noise = any(rec["noise"] for rec in doc["layers"])
+    if noise:
+        t.add_column("noise", no_wrap=True)
     t.add_column("note", overflow="ellipsis", no_wrap=True, max_width=18)
     notes = []
     for rec in doc["layers"]:
@@ -184,5 +201,5 @@ def delta_table(doc: dict, methods) -> Group:
             ranks = "–"
             note = shown("unchanged" if rec["status"] == "unchanged" else rec["reason"] or rec["status"], "dim")
         t.add_row(shown(rec["key"]), ranks, fmt(rec["energy_rank"]["90"], "d"), fmt(rec["stable_rank"], ".1f"),
-                  fmt(rec["rel_fro"], ".2g"), note)
+                  fmt(rec["rel_fro"], ".2g"), *([noise_cell(rec["noise"])] if noise else []), note)
     return Group(t, *notes)

@@ -25,7 +25,7 @@ from .plots import (
     draw_trajectory,
     draw_values,
 )
-from .render import rank_cell, shown
+from .render import noise_cell, rank_cell, shown
 from .session import LayerKey, Opened
 from .tables import short_labels
 
@@ -46,13 +46,19 @@ class LeanFooter(Footer):
         self.compact = compact
 
 
+TREE_METHODS = 2  # the tree carries the first two selected methods' ŝ (the panel lists every method)
+
+
 def rank_marks(result: LayerResult | None) -> Text:
-    """'B97 G185' (with ⚠ on a poor MP fit), '·' when not analysed, the reason's gist when skipped."""
+    """'B97 G185' (⚠ on a poor MP fit), then the noise model's letter when diagnosed (m, h, c, t);
+    nothing when not analysed yet, '–' when skipped."""
     if result is None:
         return Text()
     if result.reason is not None:
         return Text(" –", style="dim")
-    return rank_cell({m: r.to_dict() for m, r in result.analysis.methods.items()}, labelled=True)
+    a = result.analysis
+    t = rank_cell({m: r.to_dict() for m, r in list(a.methods.items())[:TREE_METHODS]}, labelled=True)
+    return t.append_text(noise_cell(a.noise.to_dict(), letter=True)) if a.noise is not None else t
 
 
 class LayerTree(Tree[LayerKey | None]):

@@ -304,3 +304,35 @@ async def test_footer_keys_do_not_accumulate(many_layers):
         await settle(app, pilot)
         gc.collect()
         assert sum(type(o) is FooterKey for o in gc.get_objects()) <= 2 * len(app.BINDINGS)
+
+
+async def test_every_method_shows_in_the_panel_and_the_palette_chooses_them():
+    """Five methods: the panel lists each (a row per method), the tree carries the first two, the
+    plots mark every τ; the palette removes a method, turns the noise diagnosis on, and everything
+    is analysed again with the new choice."""
+    from core.scan import AnalysisOptions
+
+    methods = ("bema", "screenot", "broadening", "gavish-donoho", "shuffle")
+    app = RmtApp([DEFAULT_DEMO_MODEL], options=AnalysisOptions.make(methods, use_cache=False), engine=InlineEngine())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        r = app.session.result(app.selected)
+        text = panel_text(app)
+        for label in ("BEMA", "SN", "GB", "GD", "SH"):
+            assert label in text
+        assert f"{r.analysis.methods['shuffle'].rank}" in text and "empirical cosines" in text
+        leaf = app.query_one(LayerTree).leaves[app.selected].label.plain
+        assert f"B{r.analysis.methods['bema'].rank}" in leaf and f"S{r.analysis.methods['screenot'].rank}" in leaf
+        assert "G" not in leaf.split("fc1.weight")[-1]  # the third method is in the panel only
+        titles = {c.title: c for c in app.get_system_commands(app.screen)}
+        assert "Methods: remove ScreeNOT" in titles and "Noise diagnosis: on" in titles
+        titles["Methods: remove ScreeNOT"].callback()
+        await settle(app, pilot, rounds=2)
+        assert app.options.methods == ("bema", "broadening", "gavish-donoho", "shuffle")
+        assert "screenot" not in app.session.result(app.selected).analysis.methods
+        {c.title: c for c in app.get_system_commands(app.screen)}["Noise diagnosis: on"].callback()
+        await settle(app, pilot, rounds=2)
+        noise = app.session.result(app.selected).analysis.noise
+        assert noise is not None and f"({noise.model}: KS" in panel_text(app)
+        leaf = app.query_one(LayerTree).leaves[app.selected].label.plain
+        assert leaf.rstrip().endswith(("m", "h", "c", "t"))

@@ -9,7 +9,7 @@ import torch
 from helpers import planted
 from safetensors.torch import load_file
 
-from core.errors import EvaluationError, OutputExistsError, RmtError
+from core.errors import EvaluationError, OutputExistsError, RmtError, UsageError
 from core.evaluate.measure import evaluate_truncations, parse_ranks, sweep_layer
 from core.evaluate.mnist import MnistEvaluator
 from core.evaluate.registry import choose_evaluator
@@ -85,7 +85,7 @@ def test_shrink_mode_debiases_the_kept_values():
     s_h, s_s = np.linalg.svd(hard, compute_uv=False)[:2], np.linalg.svd(shrunk, compute_uv=False)[:2]
     assert np.all(s_s < s_h)  # observed values are pushed up by the noise; θ̂ undoes it
     assert s_s / np.sqrt(800) == pytest.approx([5, 3], rel=0.05)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="needs the method's noise variance"):  # exit 2, not a traceback
         truncate_matrix(W, 2, "shrink")
 
 

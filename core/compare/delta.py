@@ -20,7 +20,7 @@ from core.io.dtypes import UNIT_ROUNDOFF
 from core.io.layers import Layer
 from core.memory import require_memory
 from core.progress import CancelToken, Progress, tracked
-from core.rmt.analysis import MatrixAnalysis, analyse_matrix
+from core.rmt.analysis import MatrixAnalysis
 from core.rmt.spectrum import MatrixShape, as_float_matrix, working_bytes
 from core.scan import AnalysisOptions, LayerResult, analyse_layer
 
@@ -147,7 +147,7 @@ def analyse_delta(base: Checkpoint, tuned: Checkpoint, row: MatchRow, options: A
     if not np.isfinite(d).all():
         return DeltaResult(row, "skipped", "non-finite values (NaN or Inf) in one of the two tensors",
                            warnings=tuple(warnings))
-    a = analyse_matrix(d, options.method_objects(), options.weighting, options.device)
+    a = options.analyse(d)
     d_norm = float(np.sqrt(np.sum(a.sv ** 2)))
     rel = d_norm / w_norm if w_norm > 0 else None
     level, coarse = rounding_level([e.layer.dtype for e in row.entries])

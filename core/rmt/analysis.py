@@ -8,13 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from core.rmt.cosines import Cosines, avew_at, avew_curve, estimated_cosines
+from core.rmt.cosines import Cosines, avew_at, avew_curve, empirical_cosines, estimated_cosines
 from core.rmt.fit_quality import KS_LIMIT, ks_distance
-from core.rmt.methods import DEFAULT_METHODS, NotApplicable, ThresholdMethod, make_methods
+from core.rmt.methods import DEFAULT_METHODS, NotApplicable, Threshold, ThresholdMethod, make_methods
+from core.rmt.methods.base import MIN_P
+from core.rmt.noise import NoiseDiagnosis
 from core.rmt.spectrum import MatrixShape, as_float_matrix, mp_edge, numerical_rank, numerical_ranks, singular_values
 
 # What a report shows of each method, in this order (JSON keys, CSV columns).
-METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "reason")
+METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right", "ks", "poor_fit", "cosines",
+                 "reason")
+# Where Avew's cosines come from: the MP formula with the method's σ̂² (SPEC §5), the empirical
+# D-transform of the bulk below the method's cut (SPEC §12), or empirical where the MP fit is poor.
+COSINES = ("mp", "empirical", "auto")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class MethodResult:
     avew_left: float | None = None
     avew_right: float | None = None
     ks: float | None = None
+    cosines: str | None = None  # "mp" or "empirical": where Avew's cosines came from
     reason: str | None = None  # why the method is not applicable
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +64,9 @@ class MatrixAnalysis:
     methods: dict[str, MethodResult]
     weighting: str = "uniform"
     reason: str | None = None  # why the matrix as a whole was not analysed
+    equalised: bool = False  # sv (and every method's numbers) are those of W̃, the equalised matrix
+    ks_raw: float | None = None  # when equalised: BEMA's KS on W's own spectrum, for comparison
+    noise: NoiseDiagnosis | None = None  # when asked for (--noise)
 
     @property
     def sv_max(self) -> float | None:
@@ -79,7 +89,7 @@ class MatrixAnalysis:
         r = self.methods.get(method)
         if r is None or not r.ok:
             return None
-        return estimated_cosines(self.sv, r.sigma2, self.shape)
+        return method_cosines(r.cosines, self.sv, r.sigma2, r.rank, self.shape)
 
     def avew_curve(self, method: str) -> np.ndarray | None:
         """Avew as a function of the kept rank k = 1 … p, with this method's σ̂²."""
@@ -115,24 +125,49 @@ def _all_not_applicable(shape, methods, reason, sv=np.empty(0)) -> MatrixAnalysi
                           reason=reason if sv.size == 0 else None)
 
 
+def method_cosines(kind: str, sv: np.ndarray, sigma2: float | None, rank: int, shape: MatrixShape) -> Cosines:
+    return estimated_cosines(sv, sigma2, shape) if kind == "mp" else empirical_cosines(sv, rank, shape)
+
+
+def bulk_ks(sv: np.ndarray, t: Threshold, shape: MatrixShape) -> float | None:
+    """KS of the method's bulk (the values ≤ τ) against MP: at the method's σ̂², or — for a method
+    that implies none — at the bulk's own mean eigenvalue (the mean of an MP law's λ is σ²)."""
+    if t.sigma2 is not None:
+        return ks_distance(sv, t.sigma2, t.threshold, shape)
+    bulk = sv[sv <= t.threshold]
+    s2 = float(np.mean(bulk * bulk)) / shape.N if bulk.size else 0.0
+    return ks_distance(sv, s2, t.threshold, shape) if s2 > 0 else None
+
+
+def _cosines_kind(cosines: str, t: Threshold, ks: float | None) -> str:
+    if t.sigma2 is None or cosines == "empirical":
+        return "empirical"
+    return "empirical" if cosines == "auto" and ks is not None and ks > KS_LIMIT else "mp"
+
+
 def analyse_spectrum(sv: np.ndarray, shape: MatrixShape, methods: Sequence[ThresholdMethod] | None = None,
-                     weighting: str = "uniform") -> MatrixAnalysis:
-    """Every method's threshold, Avew and fit quality, from the singular values alone."""
+                     weighting: str = "uniform", matrix: np.ndarray | None = None,
+                     cosines: str = "mp") -> MatrixAnalysis:
+    """Every method's threshold, Avew and fit quality, from the singular values (and, for a method
+    that uses them, the entries ``matrix``)."""
     methods = make_methods() if methods is None else methods
+    if cosines not in COSINES:
+        raise ValueError(f"cosines must be one of {', '.join(COSINES)}, got {cosines!r}")
     sv = np.sort(np.asarray(sv, dtype=np.float64))[::-1]
     if (why := _degenerate(sv, numerical_rank(sv, shape))) is not None:
         return _all_not_applicable(shape, methods, why, sv)
     results = {}
     for m in methods:
         try:
-            t = m.fit(sv, shape)
+            t = m.fit(sv, shape, matrix)
         except NotApplicable as exc:
             results[m.name] = _not_applicable(m.name, str(exc))
             continue
-        av = avew_at(estimated_cosines(sv, t.sigma2, shape), sv, t.rank, weighting)
-        results[m.name] = MethodResult(
-            m.name, t.sigma2, t.threshold, t.rank, av.product, av.left, av.right,
-            ks_distance(sv, t.sigma2, t.threshold, shape), diagnostics=dict(t.diagnostics))
+        ks = bulk_ks(sv, t, shape)
+        kind = _cosines_kind(cosines, t, ks)
+        av = avew_at(method_cosines(kind, sv, t.sigma2, t.rank, shape), sv, t.rank, weighting)
+        results[m.name] = MethodResult(m.name, t.sigma2, t.threshold, t.rank, av.product, av.left, av.right, ks,
+                                       kind, diagnostics=dict(t.diagnostics))
     return MatrixAnalysis(shape, _read_only(sv), results, weighting)
 
 
@@ -164,8 +199,13 @@ def analyse_small(mats: np.ndarray, methods: Sequence[ThresholdMethod], weightin
 
 
 def analyse_matrix(w, methods: Sequence[ThresholdMethod] | None = None, weighting: str = "uniform",
-                   device: str = "cpu") -> MatrixAnalysis:
-    """Singular values (values only) of ``w``, then ``analyse_spectrum``."""
+                   device: str = "cpu", cosines: str = "mp", equalise: bool = False,
+                   noise: bool = False) -> MatrixAnalysis:
+    """Singular values (values only) of ``w``, then ``analyse_spectrum``. ``equalise``: every method
+    analyses W̃ (rows and columns equalised), with W's own KS kept beside; ``noise``: add the
+    noise diagnosis (both need a second spectrum, W̃'s; the diagnosis also one shuffle)."""
+    from dataclasses import replace
+
     methods = make_methods(DEFAULT_METHODS) if methods is None else methods
     a = as_float_matrix(w)
     shape = MatrixShape(*a.shape)
@@ -173,4 +213,27 @@ def analyse_matrix(w, methods: Sequence[ThresholdMethod] | None = None, weightin
         return _all_not_applicable(shape, methods, EMPTY)
     if not np.isfinite(a).all():
         return _all_not_applicable(shape, methods, NON_FINITE)
-    return analyse_spectrum(singular_values(a, device), shape, methods, weighting)
+    sv = singular_values(a, device)
+    eq = eq_sv = None
+    equalise, noise = (equalise, noise) if shape.p >= MIN_P else (False, False)  # no bulk to judge
+    if equalise or noise:
+        from core.rmt.equalise import EqualiseError
+        from core.rmt.equalise import equalise as equalised
+
+        try:
+            eq = equalised(a)
+            eq_sv = singular_values(eq.matrix, device)
+        except EqualiseError:
+            pass  # an all-zero row or column: analysed as it is, and "equalised" says false
+    if equalise and eq is not None:
+        from core.rmt.noise import bema_ks
+
+        out = replace(analyse_spectrum(eq_sv, shape, methods, weighting, eq.matrix, cosines), equalised=True,
+                      ks_raw=bema_ks(np.sort(sv)[::-1], shape))
+    else:
+        out = analyse_spectrum(sv, shape, methods, weighting, a, cosines)
+    if noise:
+        from core.rmt.noise import diagnose
+
+        out = replace(out, noise=diagnose(a, np.sort(sv)[::-1], shape, eq_sv))
+    return out

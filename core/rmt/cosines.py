@@ -50,6 +50,40 @@ def estimated_cosines(sv: np.ndarray, sigma2: float, shape: MatrixShape) -> Cosi
     return Cosines(left=small, right=large) if shape.left_is_small else Cosines(left=large, right=small)
 
 
+def empirical_cosines(sv: np.ndarray, rank: int, shape: MatrixShape) -> Cosines:
+    """Cosines from the empirical D-transform of the bulk below the cut (Benaych-Georges &
+    Nadakuditi 2012; OptShrink), SPEC §12: with the bulk b = s_{r+1..p} and, for a kept z = s_i,
+    φ_small(z) = (1/(p−r)) Σ z/(z² − b²), φ_large(z) = (1/(N−r)) [Σ z/(z² − b²) + (N−p)/z],
+    D = φ_small φ_large: θ̂² = 1/D, cos²(small) = −2 φ_small/(θ̂² D′), cos²(large) = −2 φ_large/(θ̂² D′).
+    Nothing about the bulk's shape is assumed; components at or below the cut get 0 (the estimate
+    diverges at the edge)."""
+    s = np.asarray(sv, dtype=np.float64)
+    p, N = shape.p, shape.N
+    small2, large2 = np.zeros(p), np.zeros(p)
+    r = int(rank)
+    if 0 < r < p:
+        b2 = s[r:] ** 2
+        z = s[:r, None]
+        z2 = z * z
+        d = z2 - b2[None, :]
+        ok = (d > 0).all(axis=1)  # a kept value tied with the bulk's top has no estimate
+        d = np.where(d > 0, d, np.inf)
+        g = (z / d).sum(axis=1)  # Σ z/(z² − b²)
+        dg = (-(z2 + b2[None, :]) / (d * d)).sum(axis=1)
+        zz = s[:r]
+        phi_s, dphi_s = g / (p - r), dg / (p - r)
+        phi_l, dphi_l = (g + (N - p) / zz) / (N - r), (dg - (N - p) / zz ** 2) / (N - r)
+        D = phi_s * phi_l
+        dD = dphi_s * phi_l + phi_s * dphi_l
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # θ̂² = 1/D, so −2φ/(θ̂² D′) = −2 φ D / D′.
+            cs, cl = -2.0 * phi_s * D / dD, -2.0 * phi_l * D / dD
+        small2[:r] = np.where(ok & np.isfinite(cs), np.clip(cs, 0.0, 1.0), 0.0)
+        large2[:r] = np.where(ok & np.isfinite(cl), np.clip(cl, 0.0, 1.0), 0.0)
+    small, large = np.sqrt(small2), np.sqrt(large2)
+    return Cosines(left=small, right=large) if shape.left_is_small else Cosines(left=large, right=small)
+
+
 def _weights(sv: np.ndarray, weighting: str) -> np.ndarray:
     if weighting == "uniform":
         return np.ones_like(sv, dtype=np.float64)

@@ -6,6 +6,9 @@ from __future__ import annotations
 from core.rmt.methods.base import NotApplicable, Param, Threshold, ThresholdMethod
 from core.rmt.methods.bema import Bema
 from core.rmt.methods.broadening import Broadening
+from core.rmt.methods.gavish_donoho import GavishDonoho
+from core.rmt.methods.screenot import ScreeNOT
+from core.rmt.methods.shuffle import Shuffle
 
 METHODS: dict[str, type[ThresholdMethod]] = {}
 
@@ -29,6 +32,9 @@ def unregister(name: str) -> None:
 
 register(Bema)
 register(Broadening)
+register(ScreeNOT)
+register(GavishDonoho)
+register(Shuffle)
 DEFAULT_METHODS = ("bema", "broadening")
 
 
@@ -48,4 +54,4 @@ def make_methods(names=DEFAULT_METHODS, **params) -> list[ThresholdMethod]:
 
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "register", "unregister", "make_methods", "short_label", "NotApplicable",
-           "Param", "Threshold", "ThresholdMethod", "Bema", "Broadening"]
+           "Param", "Threshold", "ThresholdMethod", "Bema", "Broadening", "ScreeNOT", "GavishDonoho", "Shuffle"]

@@ -40,6 +40,7 @@ class Param:
     high: float | None = None
     open_low: bool = False
     open_high: bool = False
+    optional: bool = False  # None is allowed (the method then chooses, e.g. from the matrix's size)
 
     @property
     def dest(self) -> str:
@@ -58,6 +59,8 @@ class Param:
 
     def check(self, method: str, value: Any) -> None:
         """ValueError naming the method, the parameter, its flag and the allowed range."""
+        if value is None and self.optional:
+            return
         ok = isinstance(value, self.type) or (self.type is float and isinstance(value, int))
         ok = ok and not isinstance(value, bool) and (self.type is not float or math.isfinite(value))
         if ok and self.low is not None:
@@ -66,14 +69,15 @@ class Param:
             ok = value < self.high if self.open_high else value <= self.high
         if not ok:
             raise ValueError(f"{method} {self.symbol or self.name} ({self.flag}) must be {self.type.__name__} "
-                             f"in {self.allowed()}, got {value!r}")
+                             f"in {self.allowed()}{' (or unset)' if self.optional else ''}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """A method's fit: noise entry variance σ̂², singular-value threshold τ, kept rank ŝ."""
+    """A method's fit: noise entry variance σ̂² (None for a method that implies none), singular-value
+    threshold τ, kept rank ŝ."""
 
-    sigma2: float
+    sigma2: float | None
     threshold: float
     rank: int
     diagnostics: dict[str, Any] = field(default_factory=dict)
@@ -84,8 +88,15 @@ class ThresholdMethod:
 
     name: ClassVar[str]
     label: ClassVar[str]
-    short: ClassVar[str]  # for table columns and tree marks
+    short: ClassVar[str]  # for table columns and the panel
+    mark: ClassVar[str] = ""  # one letter for the tree's ŝ marks (default: the short label's first)
     params: ClassVar[tuple[Param, ...]] = ()
+    # Methods built on the MP law, which --equalise applies to (SPEC §12): they then see W̃.
+    mp_based: ClassVar[bool] = False
+    # A method that needs the matrix's entries, not only its singular values (the shuffle null).
+    uses_matrix: ClassVar[bool] = False
+    # Whether the fit estimates a noise variance σ̂² (shrinkage and the MP cosines need one).
+    implies_sigma2: ClassVar[bool] = True
 
     def __post_init__(self):
         declared = {p.name for p in self.params}
@@ -107,14 +118,23 @@ class ThresholdMethod:
 
     needs: ClassVar[str] = "fit a bulk"  # what the minimum is for, in the too-small reason
 
-    def fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
-        """``sv``: all p singular values, descending. Raises NotApplicable (``too_small`` first)."""
+    def fit(self, sv: np.ndarray, shape: MatrixShape, matrix: np.ndarray | None = None) -> Threshold:
+        """``sv``: all p singular values, descending; ``matrix``: the entries, for a method that
+        ``uses_matrix``. Raises NotApplicable (``too_small`` first)."""
         if (why := self.too_small(shape)) is not None:
             raise NotApplicable(why)
-        return self._fit(np.asarray(sv), shape)
+        if not self.uses_matrix:
+            return self._fit(np.asarray(sv), shape)
+        if matrix is None:
+            raise NotApplicable("needs the matrix's entries, which were not given (only its singular values)")
+        return self._fit(np.asarray(sv), shape, matrix)
 
-    def _fit(self, sv: np.ndarray, shape: MatrixShape) -> Threshold:
+    def _fit(self, sv: np.ndarray, shape: MatrixShape, *matrix) -> Threshold:
         raise NotImplementedError
+
+    @classmethod
+    def tree_mark(cls) -> str:
+        return cls.mark or cls.short[0]
 
     def settings(self) -> dict[str, Any]:
         """The parameter values, by name (the JSON ``options.params`` of this method)."""
