@@ -168,6 +168,10 @@ def cmd_truncate(args) -> int:
     if args.plan is not None:
         plan, args.method = read_plan(args.plan)
         args.layers = (args.layers or []) + list(plan)
+    from core.rmt.methods import METHODS
+
+    if args.method in METHODS:  # the method that sets the ranks is the one to analyse
+        args.methods = args.method
     if args.mode == "shrink" and not args.method.startswith("rank:"):
         jobs.check_mode(args.mode, analysis_options(args), (args.method,))
     ws = Workspace()

@@ -305,3 +305,45 @@ def test_a_cached_analysis_with_the_new_methods_equals_a_fresh_one(tmp_path):
                                                                             use_cache=False))
     assert again.analysis.methods == first.analysis.methods == fresh.analysis.methods
     assert again.analysis.noise == fresh.analysis.noise and isinstance(again.analysis.noise, NoiseDiagnosis)
+
+
+@pytest.mark.parametrize("argv", [
+    ("eval", DEFAULT_DEMO_MODEL, "--methods", "screenot,gavish-donoho,shuffle", "--format", "json"),
+    ("eval", DEFAULT_DEMO_MODEL, "--methods", "screenot", "--each", "--format", "json"),
+    ("sweep", DEFAULT_DEMO_MODEL, "--layer", "fc2.weight", "--methods", "screenot,shuffle", "--ranks", "0:256:64",
+     "--format", "json"),
+    ("compare", DEFAULT_DEMO_MODEL, DEFAULT_DEMO_MODEL.with_name("mlp_bs64.safetensors"), "--methods",
+     "screenot,shuffle", "--noise", "--format", "json"),
+    ("delta", DEFAULT_DEMO_MODEL, DEFAULT_DEMO_MODEL.with_name("mlp_bs64.safetensors"), "--methods",
+     "gavish-donoho,shuffle", "--noise", "--format", "json"),
+])
+def test_the_new_methods_work_in_every_command(cli, argv):
+    code, out, err = cli(*argv, "--no-cache")
+    assert code == 0, err
+    doc = json.loads(out)
+    if doc["schema"] == "rmt-tui/eval/2":
+        assert set(doc["methods"]) == {"screenot", "gavish-donoho", "shuffle"}
+        assert all(0.5 < o["value"] <= 1 and o["ranks"] for o in doc["methods"].values())
+    elif doc["schema"] == "rmt-tui/sensitivity/1":
+        assert {r["method"] for r in doc["layers"]} == {"screenot"}
+    elif doc["schema"] == "rmt-tui/sweep/2":
+        assert set(doc["method_ranks"]) == {"screenot", "shuffle"} and all(
+            pt["avew"]["screenot"] is not None for pt in doc["points"] if pt["rank"] > 0)
+    elif doc["schema"] == "rmt-tui/compare/1":
+        rec = doc["layers"][1]["per_checkpoint"]
+        assert all(r["methods"]["shuffle"]["rank"] > 0 and r["noise"]["model"] for r in rec.values())
+    else:
+        fc1 = next(r for r in doc["layers"] if r["key"] == "fc1.weight")
+        assert fc1["methods"]["gavish-donoho"]["rank"] > 0 and fc1["noise"]["model"]
+
+
+def test_truncate_to_screenot_and_shrink_refusals(cli, tmp_path):
+    out = tmp_path / "t.safetensors"
+    code, _, err = cli("truncate", DEFAULT_DEMO_MODEL, "--method", "screenot", "-o", out)
+    assert code == 0 and out.exists() and "fc1.weight: rank" in err
+    for argv, message in ((("--method", "screenot"), "screenot does not estimate"),
+                          (("--method", "bema", "--equalise"), "σ̂² refers to the equalised")):
+        code, _, err = cli("truncate", DEFAULT_DEMO_MODEL, *argv, "--mode", "shrink", "-o", tmp_path / "x.safetensors")
+        assert code == 2 and message in err and not (tmp_path / "x.safetensors").exists()
+    code, _, err = cli("eval", DEFAULT_DEMO_MODEL, "--methods", "bema,shuffle", "--mode", "shrink")
+    assert code == 2 and "shuffle does not estimate" in err

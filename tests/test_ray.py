@@ -74,6 +74,16 @@ def test_same_numbers_as_local_on_the_demo_and_a_stack(local_ray, tmp_path):
     assert len(ex.task_log) < 2 + 3 + 60  # small matrices went several to a task
 
 
+def test_every_method_and_the_noise_diagnosis_give_the_local_numbers_on_ray(local_ray):
+    opts = AnalysisOptions.make(("bema", "screenot", "gavish-donoho", "shuffle"), use_cache=False, noise=True,
+                                cosines="auto")
+    ck = open_checkpoint(DEFAULT_DEMO_MODEL)
+    remote, local = list(RayExecutor().run(ck, ck.layers, opts)), list(LocalExecutor().run(ck, ck.layers, opts))
+    same(remote, local)
+    assert [r.analysis.noise for r in remote if r.analysis] == [r.analysis.noise for r in local if r.analysis]
+    assert any(r.analysis and r.analysis.noise and r.analysis.noise.model for r in remote)
+
+
 def test_out_of_order_completion_counts_each_layer_once_and_keeps_order(local_ray, tmp_path):
     ck = open_checkpoint(stack(tmp_path / "s.safetensors", big=3, small=40))
     seen = []
