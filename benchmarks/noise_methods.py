@@ -35,7 +35,8 @@ def best(f, rounds: int = 3) -> float:
     return min(times)
 
 
-def main() -> None:
+def measure(m: int, n: int) -> list[float]:
+    """[floor seconds, then each figure as a multiple of it] for one seeded m × n matrix."""
     import scipy.linalg
 
     from core.rmt.analysis import analyse_matrix
@@ -43,26 +44,33 @@ def main() -> None:
     from core.rmt.methods import Shuffle, make_methods
     from core.rmt.spectrum import MatrixShape, singular_values
 
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((m, n), dtype=np.float32) * 0.02
+    w += (rng.standard_normal((m, 8), dtype=np.float32) @ rng.standard_normal((8, n), dtype=np.float32)) * (
+        0.04 / np.sqrt(n))
+    tall = w.T if m < n else w
+    floor = best(lambda: scipy.linalg.svd(tall, compute_uv=False, lapack_driver="gesdd", check_finite=False))
+    default = make_methods(["bema", "broadening"])
+    more = make_methods(["bema", "broadening", "screenot", "gavish-donoho"])
+    sv, shape = singular_values(w), MatrixShape(m, n)
+    row = [best(lambda: analyse_matrix(w, default)), best(lambda: analyse_matrix(w, more)),
+           best(lambda: Shuffle(shuffles=3).fit(sv, shape, w)), best(lambda: equalise(w)),
+           best(lambda: analyse_matrix(w, default, equalise=True)),
+           best(lambda: analyse_matrix(w, default, noise=True))]
+    return [floor] + [x / floor for x in row]
+
+
+def main() -> None:
+    from core.rmt.analysis import analyse_matrix
+    from core.rmt.methods import make_methods
+
     analyse_matrix(np.random.default_rng(0).standard_normal((64, 48)), make_methods(
         ["bema", "screenot", "shuffle"]), noise=True)  # every lazy import, done
     print(f"{'matrix':>10} {'floor s':>8} {'default':>8} {'+SN+GD':>8} {'shuffle':>8} {'Sinkhorn':>9} "
           f"{'equalise':>9} {'noise':>7}")
     for m, n in SHAPES:
-        rng = np.random.default_rng(0)
-        w = rng.standard_normal((m, n), dtype=np.float32) * 0.02
-        w += (rng.standard_normal((m, 8), dtype=np.float32) @ rng.standard_normal((8, n), dtype=np.float32)) * (
-            0.04 / np.sqrt(n))
-        tall = w.T if m < n else w
-        floor = best(lambda: scipy.linalg.svd(tall, compute_uv=False, lapack_driver="gesdd", check_finite=False))
-        default = make_methods(["bema", "broadening"])
-        more = make_methods(["bema", "broadening", "screenot", "gavish-donoho"])
-        sv = singular_values(w)
-        shape = MatrixShape(m, n)
-        row = [best(lambda: analyse_matrix(w, default)), best(lambda: analyse_matrix(w, more)),
-               best(lambda: Shuffle(shuffles=3).fit(sv, shape, w)), best(lambda: equalise(w)),
-               best(lambda: analyse_matrix(w, default, equalise=True)),
-               best(lambda: analyse_matrix(w, default, noise=True))]
-        print(f"{m}×{n:<5} {floor:8.2f} " + " ".join(f"{x / floor:8.2f}×" for x in row))
+        floor, *ratios = measure(m, n)
+        print(f"{m}×{n:<5} {floor:8.2f} " + " ".join(f"{x:8.2f}×" for x in ratios))
 
 
 if __name__ == "__main__":

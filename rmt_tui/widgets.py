@@ -50,15 +50,16 @@ TREE_METHODS = 2  # the tree carries the first two selected methods' ŝ (the pan
 
 
 def rank_marks(result: LayerResult | None) -> Text:
-    """'B97 G185' (⚠ on a poor MP fit), then the noise model's letter when diagnosed (m, h, c, t);
+    """'B97 G185' (⚠ on a poor MP fit), after the noise model's letter when diagnosed (m, h, c, t);
     nothing when not analysed yet, '–' when skipped."""
     if result is None:
         return Text()
     if result.reason is not None:
         return Text(" –", style="dim")
     a = result.analysis
-    t = rank_cell({m: r.to_dict() for m, r in list(a.methods.items())[:TREE_METHODS]}, labelled=True)
-    return t.append_text(noise_cell(a.noise.to_dict(), letter=True)) if a.noise is not None else t
+    t = noise_cell(a.noise.to_dict(), letter=True) if a.noise is not None else Text()  # first: never cut off
+    return t.append_text(rank_cell({m: r.to_dict() for m, r in list(a.methods.items())[:TREE_METHODS]},
+                                   labelled=True))
 
 
 class LayerTree(Tree[LayerKey | None]):

@@ -335,4 +335,4 @@ async def test_every_method_shows_in_the_panel_and_the_palette_chooses_them():
         noise = app.session.result(app.selected).analysis.noise
         assert noise is not None and f"({noise.model}: KS" in panel_text(app)
         leaf = app.query_one(LayerTree).leaves[app.selected].label.plain
-        assert leaf.rstrip().endswith(("m", "h", "c", "t"))
+        assert f"{ {'mp': 'm', 'heteroscedastic': 'h', 'correlated': 'c', 'heavy-tailed': 't'}[noise.model]} B" in leaf
