@@ -91,8 +91,6 @@ class ThresholdMethod:
     short: ClassVar[str]  # for table columns and the panel
     mark: ClassVar[str] = ""  # one letter for the tree's ŝ marks (default: the short label's first)
     params: ClassVar[tuple[Param, ...]] = ()
-    # Methods built on the MP law, which --equalise applies to (SPEC §12): they then see W̃.
-    mp_based: ClassVar[bool] = False
     # A method that needs the matrix's entries, not only its singular values (the shuffle null).
     uses_matrix: ClassVar[bool] = False
     # Whether the fit estimates a noise variance σ̂² (shrinkage and the MP cosines need one).

@@ -33,7 +33,6 @@ class Bema(ThresholdMethod):
     label: ClassVar[str] = "BEMA"
     short: ClassVar[str] = "BEMA"
     needs: ClassVar[str] = "match a bulk"
-    mp_based: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("alpha", "--alpha", float, "BEMA bulk trimming α", "alpha", 0.0, 0.5, open_high=True),
         Param("beta", "--beta", float, "BEMA Tracy–Widom tail probability β", "beta", 0.001, 0.5),

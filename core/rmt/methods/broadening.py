@@ -74,7 +74,6 @@ class Broadening(ThresholdMethod):
     name: ClassVar[str] = "broadening"
     label: ClassVar[str] = "Gaussian broadening"
     short: ClassVar[str] = "GB"
-    mp_based: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("a", "--width", int, "broadening neighbour count a", "width a", 1),
         Param("delta", "--delta", float, "broadening outlier margin δ", "delta", 0.0, 1.0, open_high=True),
