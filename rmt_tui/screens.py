@@ -117,7 +117,9 @@ class OpenScreen(Dialog):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("open a checkpoint: file (.safetensors .pt .pth .bin .npz) or model folder")
+            from core.io.detect import WEIGHT_SUFFIXES  # the formats the readers take, in one place
+
+            yield Static(f"open a checkpoint: file ({' '.join(WEIGHT_SUFFIXES)}) or model folder")
             yield Input(value=self.value, placeholder="path", id="path")
             yield Static(shown(self.error or ""), classes="error", id="open-error")
 

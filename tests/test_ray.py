@@ -80,7 +80,11 @@ def test_every_method_and_the_noise_diagnosis_give_the_local_numbers_on_ray(loca
     ck = open_checkpoint(DEFAULT_DEMO_MODEL)
     remote, local = list(RayExecutor().run(ck, ck.layers, opts)), list(LocalExecutor().run(ck, ck.layers, opts))
     same(remote, local)
-    assert [r.analysis.noise for r in remote if r.analysis] == [r.analysis.noise for r in local if r.analysis]
+    for x, y in zip(remote, local):  # the same diagnosis (to rounding: a worker's BLAS may sum in another order)
+        nx, ny = (x.analysis.noise, y.analysis.noise) if x.analysis else (None, None)
+        assert (nx is None) == (ny is None) and (nx is None or (nx.model == ny.model and all(
+            math.isclose(getattr(nx, f), getattr(ny, f), rel_tol=1e-9) for f in ("ks_raw", "ks_equalised",
+                                                                                 "shuffle_edge_ratio"))))
     assert any(r.analysis and r.analysis.noise and r.analysis.noise.model for r in remote)
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 from core.errors import CheckpointError
 from core.io.gguf import GgufSource
 from core.io.npz import NpzSource
-from core.io.pickles import WEIGHT_SUFFIXES, TorchSource, TorchZipSource
+from core.io.pickles import TorchSource, TorchZipSource
 from core.io.safetensors import SafetensorsSource
 from core.io.sources import Source, open_bytes
 from core.io.torchzip import NotPlain
 from core.text import first_line
+
+# The file suffixes of every format the readers take (a folder's weight files are found by these).
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".gguf")
 
 
 class ShardedSource(Source):

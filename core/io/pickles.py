@@ -20,7 +20,6 @@ from core.io.torchzip import NotPlain, TensorRef, TorchZip, widen
 from core.memory import require_memory
 from core.text import first_line
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".gguf")
 # Keys under which training checkpoints wrap the model's weights, in order of preference.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
                 "weights", "params", "ema")
