@@ -27,7 +27,7 @@ for name in ("mlp_bs16.safetensors", "mlp_bs1024.safetensors", "mnist_test.npz",
 
 
 async def main():
-    app = RmtApp([])  # no path: the bundled demo model, as `rmt-tui` opens it
+    app = RmtApp([DEFAULT_DEMO_MODEL])  # what `rmt-tui` with no path opens
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(400):
             await pilot.pause(0.05)
