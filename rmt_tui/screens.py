@@ -107,21 +107,31 @@ class FindScreen(Dialog):
 
 
 class OpenScreen(Dialog):
-    """Ask for a checkpoint path; the app validates it and shows any error here."""
+    """Ask for a checkpoint: a path, or org/name[@revision] from the local Hugging Face cache, whose
+    models are listed to pick from. The app validates it and shows any error here."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("down", "down", show=False),
+                Binding("up", "up", show=False)]
 
     def __init__(self, error: str | None = None, value: str = ""):
         super().__init__()
         self.error, self.value = error, value
 
     def compose(self) -> ComposeResult:
-        with Vertical():
-            from core.io.detect import WEIGHT_SUFFIXES  # the formats the readers take, in one place
+        from core.io.detect import WEIGHT_SUFFIXES  # the formats the readers take, in one place
+        from core.io.hub import cached_models, hub_cache_dir
+        from core.memory import human_bytes
 
-            yield Static(f"open a checkpoint: file ({' '.join(WEIGHT_SUFFIXES)}) or model folder")
-            yield Input(value=self.value, placeholder="path", id="path")
+        with Vertical():
+            yield Static(f"open a checkpoint: file ({' '.join(WEIGHT_SUFFIXES)}), model folder, or org/name"
+                         "[@revision] from the Hugging Face cache")
+            yield Input(value=self.value, placeholder="path or org/name", id="path")
             yield Static(shown(self.error or ""), classes="error", id="open-error")
+            models = cached_models()
+            if models:
+                yield Static(shown(f"cached models ({hub_cache_dir()}): ↓ to pick, enter to open"))
+                yield OptionList(*(Option(shown(f"{m.label}  {human_bytes(m.size)}"), id=m.label) for m in models),
+                                 id="cached")
 
     def on_mount(self) -> None:
         self.query_one(Input).cursor_blink = False
@@ -132,6 +142,23 @@ class OpenScreen(Dialog):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
             self.app.open_from_screen(self, event.value.strip())
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.app.open_from_screen(self, event.option.id)
+
+    def action_down(self) -> None:
+        """From the path field into the list (its first model), then down the list."""
+        if self.query("#cached"):
+            listed = self.query_one("#cached", OptionList)
+            if listed.has_focus:
+                listed.action_cursor_down()
+            else:
+                listed.focus()
+                listed.highlighted = 0
+
+    def action_up(self) -> None:
+        if self.query("#cached"):
+            self.query_one("#cached", OptionList).action_cursor_up()
 
 
 class ConfirmQuit(Dialog):

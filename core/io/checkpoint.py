@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from core.io.detect import open_source
 from core.io.dtypes import ITEMSIZE
+from core.io.hub import locate
 from core.io.layers import Layer, describe, matrix_view, natural_key
 from core.memory import require_memory
 
@@ -20,7 +21,7 @@ class Checkpoint:
     def __init__(self, path: str | Path, conv_view: str = "reshape"):
         if conv_view not in ("reshape", "positions"):
             raise ValueError(f"conv_view must be 'reshape' or 'positions', got {conv_view!r}")
-        self.path = Path(path)
+        self.path = locate(path)  # a path, or org/name[@revision] in the local Hugging Face cache
         self.conv_view = conv_view
         self._source = open_source(self.path)
         self.metadata = self._source.metadata
