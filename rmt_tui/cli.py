@@ -132,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--format", choices=("table", "json", "csv"), default="table")
     dl.add_argument("--rank-pattern", type=Path, metavar="OUT.json",
                     help="write each module's ŝ(ΔW) as PEFT rank_pattern/alpha_pattern (adapter_config fields)")
-    dl.add_argument("--extract-lora", type=Path, metavar="OUT.safetensors",
-                    help="write a LoRA adapter (lora_A, lora_B per module) with W_base + B·A = the truncated delta")
+    dl.add_argument("--extract-lora", type=Path, metavar="DIR|OUT.safetensors",
+                    help="write a LoRA adapter with W_base + B·A = the truncated delta: a PEFT adapter folder "
+                         "(adapter_config.json + adapter_model.safetensors, loadable by PEFT and llama.cpp's "
+                         "converter), or bare lora_A/lora_B tensors for a .safetensors path")
     dl.add_argument("--lora-rank", default=DEFAULT_METHODS[0], metavar="|".join(METHODS) + "|rank:K",
                     help="the rank of each module in both exports (default: %(default)s, its ŝ(ΔW))")
     dl.add_argument("--force", action="store_true", help="replace output files that exist")

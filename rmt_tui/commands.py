@@ -136,7 +136,7 @@ def cmd_delta(args) -> int:
 
 
 def write_delta_exports(args, base, tuned, results) -> None:
-    from core.compare.lora import delta_ranks, extract_lora, rank_pattern_document
+    from core.compare.lora import adapter_config, delta_ranks, extract_lora, rank_pattern_document, task_type_of
     from core.paths import write_text_output
 
     plan = delta_ranks(results, args.lora_rank)
@@ -145,14 +145,25 @@ def write_delta_exports(args, base, tuned, results) -> None:
         write_text_output(args.rank_pattern, json.dumps(doc, indent=2) + "\n", overwrite=args.force)
         print(f"wrote {args.rank_pattern} ({len(doc['rank_pattern'])} modules)", file=sys.stderr)
     if args.extract_lora is not None:
-        from core.truncation import export_safetensors
-
+        # Provenance in the tensors' metadata: adapter_config.json holds only what PEFT knows.
+        meta = {"rmt_tui.base": str(base.path), "rmt_tui.tuned": str(tuned.path), "rmt_tui.method": args.lora_rank,
+                "rmt_tui.ranks": json.dumps({m: k for m, k in plan.items() if k > 0})}
+        folder = args.extract_lora.suffix != ".safetensors"
+        config = adapter_config(plan, str(base.path), task_type_of(base)) if folder else None
         with progress_bar("extracting LoRA"):
-            state = extract_lora(base, tuned, results, plan)
-        meta = {"rmt_tui.base": str(base.path), "rmt_tui.tuned": str(tuned.path), "rmt_tui.rank": args.lora_rank,
-                "rmt_tui.rank_pattern": json.dumps({m: k for m, k in plan.items() if k > 0})}
-        export_safetensors(state, args.extract_lora, meta, overwrite=args.force)
-        print(f"wrote {args.extract_lora} ({len(state) // 2} modules, ranks {args.lora_rank})", file=sys.stderr)
+            state = extract_lora(base, tuned, results, plan, lora_alpha=config["lora_alpha"] if folder else None)
+        if folder:
+            from core.compare.lora import write_adapter_folder
+
+            write_adapter_folder(args.extract_lora, state, config, meta, overwrite=args.force)
+            what = "PEFT adapter folder: adapter_config.json, adapter_model.safetensors"
+        else:
+            from core.truncation import export_safetensors
+
+            export_safetensors(state, args.extract_lora, meta, overwrite=args.force)
+            what = "bare lora_A/lora_B tensors"
+        print(f"wrote {args.extract_lora} ({what}; {len(state) // 2} modules, ranks {args.lora_rank})",
+              file=sys.stderr)
 
 
 def cmd_truncate(args) -> int:

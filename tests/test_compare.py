@@ -151,8 +151,8 @@ def test_planted_rank8_finetune_in_bf16(tmp_path, cli):
     assert 3e-3 < rec["rel_fro"] < 2e-2
 
     rp = json.loads((tmp_path / "rp.json").read_text())
-    assert rp["rank_pattern"] == {"model.q_proj": 8} and rp["alpha_pattern"] == {"model.q_proj": 8}
-    assert rp["peft_type"] == "LORA" and rp["target_modules"] == ["model.q_proj"]
+    assert rp["rank_pattern"] == {r"model\.q_proj": 8} and "alpha_pattern" not in rp and "rmt_tui" not in rp
+    assert rp["peft_type"] == "LORA" and rp["target_modules"] == ["model.q_proj"] and rp["lora_alpha"] == 8
 
     # Round trip: W_base + B·A is the base plus the rank-8 truncation of ΔW.
     lora = load_file(str(tmp_path / "lora.safetensors"))
@@ -174,7 +174,7 @@ def test_planted_rank8_finetune_in_bf16(tmp_path, cli):
     assert code == EXIT_EXISTS and "--force" in err and (tmp_path / "rp.json").read_bytes() == before
     code, _, _ = cli("delta", tmp_path / "base.safetensors", tmp_path / "tuned.pt", "--rank-pattern",
                      tmp_path / "rp.json", "--lora-rank", "rank:2", "--force")
-    assert code == EXIT_OK and json.loads((tmp_path / "rp.json").read_text())["rank_pattern"] == {"model.q_proj": 2}
+    assert code == EXIT_OK and json.loads((tmp_path / "rp.json").read_text())["rank_pattern"] == {r"model\.q_proj": 2}
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
@@ -259,3 +259,91 @@ def test_compare_mixed_formats_with_a_missing_layer(tmp_path, cli):
     assert [r["name"] for r in recs] == ["layers.0.proj.weight", "module.layers.0.proj.weight",
                                          "model.layers.0.proj.weight"]
     assert len({json.dumps(r["methods"], sort_keys=True) for r in recs}) == 1  # the same numbers
+
+
+def _finetuned_tiny_lm(tmp_path):
+    """The tiny demo LM and a copy with planted updates of ranks 2, 4 and 6 in three modules."""
+    import shutil
+
+    from core.paths import DEMO_DIR
+
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    shutil.copytree(DEMO_DIR / "tiny-llama", base)
+    shutil.copytree(DEMO_DIR / "tiny-llama", tuned)
+    state = load_file(str(tuned / "model.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    planted = {"model.layers.0.self_attn.q_proj": 2, "model.layers.1.mlp.up_proj": 4,
+               "model.layers.0.mlp.down_proj": 6}
+    for module, r in planted.items():
+        w = state[f"{module}.weight"]
+        u = torch.linalg.qr(torch.randn(w.shape[0], r, generator=g))[0]
+        v = torch.linalg.qr(torch.randn(w.shape[1], r, generator=g))[0]
+        state[f"{module}.weight"] = w + 0.5 * w.norm() / r ** 0.5 * (u * torch.linspace(1, 0.5, r)) @ v.T
+    save_file(state, str(tuned / "model.safetensors"), metadata={"format": "pt"})
+    return base, tuned, planted
+
+
+def test_the_adapter_folder_loads_in_peft_and_merges_to_the_truncated_delta(tmp_path, cli):
+    """The real peft package loads the folder into the tiny LM; merged, every adapted weight is
+    W_base + ΔW_k (ΔW_k the rank-k truncation, k = ŝ(ΔW) per module, mixed), and llama.cpp's rule
+    (scale = lora_alpha / the module's rank) on the same files gives the same weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base, tuned, planted = _finetuned_tiny_lm(tmp_path)
+    out = tmp_path / "adapter"
+    code, _, err = cli("delta", base, tuned, "--extract-lora", out, "--no-cache")
+    assert code == EXIT_OK, err
+    config = json.loads((out / "adapter_config.json").read_text())
+    from peft import LoraConfig
+
+    LoraConfig(**config)  # every key is one PEFT knows
+    assert config["task_type"] == "CAUSAL_LM" and config["peft_type"] == "LORA" and "alpha_pattern" not in config
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "np") as f:
+        meta = f.metadata()
+    ranks = json.loads(meta["rmt_tui.ranks"])  # ŝ(ΔW) by BEMA: the planted rank, plus float32 rounding's own
+    assert meta["rmt_tui.method"] == "bema" and set(ranks) == set(planted) and len(set(ranks.values())) == 3
+    assert all(planted[m] <= k for m, k in ranks.items())
+    assert config["r"] == config["lora_alpha"] == max(ranks.values())
+    assert sorted(config["target_modules"]) == sorted(planted)
+    assert config["rank_pattern"] == {m.replace(".", "\\."): k for m, k in ranks.items()}
+
+    base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
+    rows = {r.entries[0].name: r for r in match_layers([base_ck, tuned_ck]).rows}
+    expected = {}
+    for module, k in ranks.items():
+        d, _ = delta_matrix(base_ck, tuned_ck, rows[f"{module}.weight"])
+        expected[module] = base_ck.tensor(f"{module}.weight").numpy() + truncate_matrix(d, k)
+        # llama.cpp: each module's B·A scaled by lora_alpha / its rank (the rank from lora_A's shape)
+        a = tensors[f"base_model.model.{module}.lora_A.weight"]
+        b = tensors[f"base_model.model.{module}.lora_B.weight"]
+        assert a.shape[0] == k
+        llama_cpp = base_ck.tensor(f"{module}.weight").numpy() + (config["lora_alpha"] / a.shape[0]) * (b @ a).numpy()
+        assert np.linalg.norm(llama_cpp - expected[module]) <= 1e-5 * np.linalg.norm(expected[module])
+
+    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, out).merge_and_unload().state_dict()
+    untouched = open_checkpoint(base).state_dict()
+    for name, w in merged.items():
+        module = name.removesuffix(".weight")
+        want = expected.get(module, untouched.get(name))
+        if want is None:
+            continue
+        want = torch.as_tensor(want)
+        assert torch.linalg.norm(w - want) <= 1e-5 * torch.linalg.norm(want), name
+
+
+def test_an_adapter_folder_is_never_replaced_without_force(tmp_path, cli):
+    base, tuned, _ = _finetuned_tiny_lm(tmp_path)
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = cli("delta", base, tuned, "--extract-lora", out, "--no-cache")
+    assert code == EXIT_EXISTS and (out / "keep.txt").read_text() == "mine"
+    code, _, err = cli("delta", base, tuned, "--extract-lora", out, "--no-cache", "--force")
+    assert code == EXIT_OK and sorted(p.name for p in out.iterdir()) == ["adapter_config.json",
+                                                                         "adapter_model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".adapter")]
