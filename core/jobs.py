@@ -157,6 +157,7 @@ class TruncateRequest:
     sigma2: Mapping[str, float] = field(default_factory=dict)  # per layer, for shrink
     overwrite: bool = False
     conv_view: str = "reshape"
+    gguf_type: str = "auto"  # for a .gguf output: the truncated tensors' type (core.io.gguf.GGUF_OUT_TYPES)
 
 
 # ------------------------------------------------------------------------------------------ jobs
@@ -241,15 +242,18 @@ def delta(req: DeltaRequest, progress: Progress | None = None, cancel: CancelTok
 def truncate(req: TruncateRequest, progress: Progress | None = None, cancel: CancelToken | None = None,
              ws: Workspace | None = None) -> Path:
     """Write the truncated checkpoint (the source is never touched); its metadata records the
-    source, method, mode and ranks, and keeps the source's own (its evaluator, above all)."""
+    source, method, mode and ranks, and keeps the source's own (its evaluator, above all). A
+    ``.gguf`` output of a GGUF source is a GGUF with every key, name and order of the source."""
     import json
 
     from core.truncation import export_safetensors, truncate_checkpoint
 
     ckpt = (ws or Workspace()).checkpoint(req.path, req.conv_view)
-    state = truncate_checkpoint(ckpt, req.plan, req.mode, req.sigma2, cancel)
     meta = {"rmt_tui.source": str(ckpt.path), "rmt_tui.method": req.method, "rmt_tui.mode": req.mode,
             "rmt_tui.ranks": json.dumps(dict(req.plan))}
+    if Path(req.output).suffix == ".gguf":
+        return _truncate_to_gguf(ckpt, req, meta, cancel)
+    state = truncate_checkpoint(ckpt, req.plan, req.mode, req.sigma2, cancel)
     meta.update({k: v for k, v in ckpt.metadata.items() if not k.startswith("rmt_tui.") or k == "rmt_tui.evaluator"})
     return export_safetensors(state, req.output, meta, overwrite=req.overwrite)
 
@@ -268,6 +272,29 @@ def check_mode(mode: str, options: AnalysisOptions, methods: tuple[str, ...] | N
         with_sigma = [m for m, c in METHODS.items() if c.implies_sigma2]
         raise UsageError(f"--mode shrink needs σ̂², which {', '.join(lacking)} does not estimate; use --mode hard, "
                          f"or methods among {', '.join(with_sigma)}")
+
+
+def _truncate_to_gguf(ckpt, req: TruncateRequest, meta: dict, cancel: CancelToken | None) -> Path:
+    from core.io.gguf import export_gguf
+    from core.progress import check
+    from core.truncation import truncate_matrix
+
+    check_gguf_output(ckpt.path, req.output)
+    replaced = {}
+    for name, k in req.plan.items():
+        check(cancel)
+        layer = ckpt.layer(name)
+        replaced[layer.tensor] = truncate_matrix(ckpt.matrix(layer), k, req.mode, req.sigma2.get(name)).reshape(
+            layer.shape)
+    return export_gguf(ckpt.path, replaced, Path(req.output), meta, req.gguf_type, req.overwrite)
+
+
+def check_gguf_output(source: Path | str, output: Path | str) -> None:
+    """A GGUF output is the source GGUF with tensors replaced: it needs a GGUF source (its metadata
+    and tokenizer are what llama.cpp runs)."""
+    if Path(output).suffix == ".gguf" and Path(source).suffix != ".gguf":
+        raise UsageError(f"{output}: a .gguf output needs a GGUF source (its metadata and tokenizer); "
+                         f"{source} is not one — write .safetensors instead")
 
 
 def shrink_variances(method: str, results: list[LayerResult], plan: Mapping[str, int],

@@ -141,13 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--force", action="store_true", help="replace output files that exist")
     _add_analysis_options(dl)
 
-    tr = sub.add_parser("truncate", help="truncate layers to a method's rank and write safetensors", epilog=EPILOG)
+    tr = sub.add_parser("truncate", help="truncate layers to a method's rank and write safetensors (or GGUF)",
+                        epilog=EPILOG)
     tr.add_argument("path", metavar="PATH")
     how = tr.add_mutually_exclusive_group(required=True)
     how.add_argument("--method", metavar="|".join(METHODS) + "|rank:K")
     how.add_argument("--plan", type=Path, metavar="PLAN.json", help="the ranks of `eval --each --budget … --plan-out`")
     tr.add_argument("--mode", choices=("hard", "shrink"), default="hard")
-    tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
+    tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                    help="a .safetensors file, or for a GGUF source a .gguf (every metadata key, tensor name and "
+                         "order kept, so llama.cpp runs it)")
+    tr.add_argument("--gguf-type", choices=("auto", "f32", "f16", "bf16", "q8_0"), default="auto",
+                    help="for a .gguf output, the truncated tensors' type; auto: their own when plain, else Q8_0 "
+                         "(default: %(default)s)")
     tr.add_argument("--force", action="store_true", help="replace OUT if it exists")
     _add_analysis_options(tr)
 

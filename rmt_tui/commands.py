@@ -181,6 +181,7 @@ def cmd_truncate(args) -> int:
         args.layers = (args.layers or []) + list(plan)
     from core.rmt.methods import METHODS
 
+    jobs.check_gguf_output(args.path, args.output)
     if args.method in METHODS:  # the method that sets the ranks is the one to analyse
         args.methods = args.method
     if args.mode == "shrink" and not args.method.startswith("rank:"):
@@ -194,7 +195,7 @@ def cmd_truncate(args) -> int:
     sigma2 = jobs.shrink_variances(args.method, results, plan, opts) if args.mode == "shrink" else {}
     with progress_bar("truncating"):
         jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, args.mode, sigma2, args.force,
-                                      args.conv_view), ws=ws)
+                                      args.conv_view, args.gguf_type), ws=ws)
     for name, k in plan.items():
         print(f"{name}: rank {k}", file=sys.stderr)
     print(f"wrote {args.output} ({len(plan)} layers truncated, {args.mode})", file=sys.stderr)

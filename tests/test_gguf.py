@@ -252,3 +252,66 @@ def test_a_gguf_llm_is_evaluated_like_its_hf_folder(tmp_path, cli):
     # Q8_0: its own dequantised weights are the reference; truncation damage stays graded.
     assert g8["baseline"]["kl"] == 0.0 and g8["baseline"]["ppl"] == pytest.approx(hf["baseline"]["ppl"], rel=0.05)
     assert 0.05 < g8["methods"]["bema"]["value"] < 5
+
+
+@pytest.mark.parametrize("qtype, out_type, written", [(Q.Q8_0, "auto", "q8_0"), (Q.F32, "auto", "float32"),
+                                                      (Q.Q8_0, "f16", "float16")])
+def test_truncate_writes_a_gguf_that_keeps_every_key_name_and_order(tmp_path, cli, qtype, out_type, written):
+    """A truncated GGUF is the source with some tensors replaced: the gguf package reads back every
+    metadata key with its value, every tensor name in order and the untouched tensors byte for
+    byte; the project's reader lists it; the replaced matrices are the rank-k truncations."""
+    import gguf
+
+    from core.paths import DEMO_DIR
+    from core.truncation import truncate_matrix
+
+    src = llama_folder_to_gguf(DEMO_DIR / "tiny-llama", tmp_path / "tiny.gguf", qtype)
+    before = src.read_bytes()
+    out = tmp_path / "out.gguf"
+    code, _, err = cli("truncate", src, "--method", "rank:8", "--layers", "blk.0.*", "-o", out, "--gguf-type",
+                       out_type, "--no-cache")
+    assert code == EXIT_OK, err
+    assert src.read_bytes() == before  # the source is never touched
+    a, b = gguf.GGUFReader(str(src)), gguf.GGUFReader(str(out))
+    ours = {k for k in b.fields if k.startswith("rmt_tui.")}
+    assert ours == {"rmt_tui.source", "rmt_tui.method", "rmt_tui.mode", "rmt_tui.ranks"}
+    assert [k for k in b.fields if k not in ours] == list(a.fields)
+    for key, field in a.fields.items():
+        if not key.startswith("GGUF."):
+            assert b.fields[key].contents() == field.contents(), key
+    assert [t.name for t in b.tensors] == [t.name for t in a.tensors]
+    ranks = json.loads(b.fields["rmt_tui.ranks"].contents())
+    assert ranks and all(name.startswith("blk.0.") for name in ranks)
+    for ta, tb in zip(a.tensors, b.tensors):
+        if ta.name not in ranks:
+            assert tb.tensor_type == ta.tensor_type and np.array_equal(np.asarray(tb.data), np.asarray(ta.data))
+    src_ck, out_ck = open_checkpoint(src), open_checkpoint(out)
+    assert [l.name for l in out_ck.layers] == [l.name for l in src_ck.layers]
+    for name in ranks:
+        assert out_ck.layer(name).dtype == written
+        want = truncate_matrix(src_ck.matrix(name), 8)
+        got = out_ck.matrix(name)
+        tol = 1e-6 if written == "float32" else 1e-2
+        assert np.linalg.norm(got - want) <= tol * np.linalg.norm(want), name
+        assert np.linalg.matrix_rank(got.astype(np.float64), tol=1e-3 * np.abs(got).max()) <= 8 or written != "float32"
+
+
+def test_a_gguf_output_needs_a_gguf_source(tmp_path, cli):
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    code, out, err = cli("truncate", DEFAULT_DEMO_MODEL, "--method", "bema", "-o", tmp_path / "x.gguf")
+    assert code == 2 and "needs a GGUF source" in err and not (tmp_path / "x.gguf").exists()
+
+
+def test_a_truncated_gguf_runs_as_a_model(tmp_path, cli):
+    """What llama.cpp would run, run here: transformers builds the model from the written GGUF (its
+    config and tokenizer from the kept metadata) and the label-free evaluator scores it."""
+    from core.paths import DEMO_DIR
+
+    src = llama_folder_to_gguf(DEMO_DIR / "tiny-llama", tmp_path / "tiny.gguf", Q.Q8_0)
+    out = tmp_path / "out.gguf"
+    assert cli("truncate", src, "--method", "rank:16", "-o", out, "--no-cache")[0] == EXIT_OK
+    code, doc, err = cli("eval", out, "--layers", "blk.1.ffn_up.weight", "--format", "json", "--no-cache")
+    assert code == EXIT_OK, err
+    doc = json.loads(doc)
+    assert doc["evaluator"] == "hf-causal-lm" and doc["baseline"]["ppl"] < 1000

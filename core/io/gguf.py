@@ -286,3 +286,68 @@ class GgufSource(Source):
             return torch.from_numpy(read_region(self.path, t.offset, t.nbytes, name)).view(torch.bfloat16).reshape(
                 t.shape)
         return torch.from_numpy(np.ascontiguousarray(self.read_array(name)))
+
+
+# Types a truncated tensor can be written in: the plain ones, and Q8_0 (gguf's quantiser).
+GGUF_OUT_TYPES = ("auto", "f32", "f16", "bf16", "q8_0")
+
+
+def export_gguf(source: Path, replaced: dict[str, np.ndarray], out: Path, metadata: dict[str, str],
+                out_type: str = "auto", overwrite: bool = False) -> Path:
+    """Write a GGUF like ``source`` with the tensors in ``replaced`` (name → float32 array, (out, in)
+    as listed here) put in: every metadata key of the source kept with its type, the tensors in
+    the source's order under its names, the untouched ones byte for byte. A replaced tensor is
+    written as its own type when plain (F32/F16/BF16) and as Q8_0 when quantised (``out_type``
+    "auto"), or as ``out_type``. ``metadata`` adds string keys (provenance). Atomic, as every
+    output: a temporary file renamed into place."""
+    from core.errors import OutputExistsError, OutputWriteError
+    from core.paths import atomic_output, refuse_existing
+
+    gg = gguf_module()
+    if gg is None:
+        raise OutputWriteError(f"{out}: writing GGUF needs the gguf package: {INSTALL}")
+    from gguf.quants import quantize
+
+    Q, V = gg.GGMLQuantizationType, gg.GGUFValueType
+    chosen = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+    plain = (Q.F32, Q.F16, Q.BF16)
+    out = Path(out)
+    refuse_existing(out, overwrite)
+    reader = gg.GGUFReader(str(source))
+    arch = reader.fields["general.architecture"].contents()
+    try:
+        with atomic_output(out, overwrite=overwrite) as tmp:
+            w = gg.GGUFWriter(str(tmp), arch)
+            for name, field in reader.fields.items():
+                if name.startswith("GGUF.") or name == "general.architecture":
+                    continue  # the writer's own header fields
+                if name == "general.alignment":
+                    w.add_custom_alignment(int(field.contents()))
+                    continue
+                sub = field.types[-1] if field.types[0] == V.ARRAY else None
+                w.add_key_value(name, field.contents(), field.types[0], sub_type=sub)
+            for key, value in metadata.items():
+                w.add_key_value(key, str(value), V.STRING)
+            for t in reader.tensors:
+                if t.name not in replaced:
+                    w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+                    continue
+                qtype = chosen.get(out_type) or (t.tensor_type if t.tensor_type in plain else Q.Q8_0)
+                a = np.ascontiguousarray(replaced[t.name], dtype=np.float32)
+                if qtype == Q.F32:
+                    w.add_tensor(t.name, a)
+                elif qtype == Q.F16:
+                    w.add_tensor(t.name, a.astype(np.float16))
+                else:
+                    w.add_tensor(t.name, quantize(a, qtype), raw_dtype=qtype)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+            w.close()
+    except FileExistsError:
+        raise OutputExistsError(f"{out}: was created while this was being written — nothing was replaced; "
+                                "choose another output path or pass --force") from None
+    except OSError as exc:
+        raise OutputWriteError(f"{out}: cannot be written ({exc.strerror or exc}) — nothing was written; free "
+                               "some space, or choose a folder you can write to") from None
+    return out
