@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import socket
-import stat
 
 import pytest
 
@@ -103,15 +102,21 @@ def test_a_snapshot_link_that_points_nowhere_is_named(hub, cli):
     assert code == 3 and "config.json links to a file that is not there" in err and "download the model again" in err
 
 
-def test_an_unreadable_cache_is_exit_3_with_the_path(hub, cli):
-    if os.geteuid() == 0:
-        pytest.skip("root reads any folder")
-    hub.chmod(0)
-    try:
-        code, _, err = cli("report", "test-org/other")
-    finally:
-        hub.chmod(stat.S_IRWXU)
-    assert code == 3 and "permission denied" in err and str(hub) in err
+def test_an_unreadable_cache_is_exit_3_with_the_path(hub, cli, monkeypatch):
+    """As root every folder is readable, so the refusal a user without permission gets is simulated
+    where the cache is listed."""
+    from pathlib import Path
+
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self == hub:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    code, _, err = cli("report", "test-org/other")
+    assert code == 3 and "permission denied reading the Hugging Face cache" in err and str(hub) in err
 
 
 def test_a_path_stays_a_path(hub, tmp_path, cli):
