@@ -46,5 +46,9 @@ class OutputWriteError(RmtError):
     nothing was left behind."""
 
 
+class MissingExtraError(RmtError):
+    """An optional package a command needs is not installed; the message names the install line."""
+
+
 class RmtWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. the cache is off)."""

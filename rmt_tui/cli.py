@@ -16,6 +16,7 @@ from core.errors import (
     CheckpointError,
     EvaluationError,
     InsufficientMemoryError,
+    MissingExtraError,
     OutputExistsError,
     OutputWriteError,
     RmtError,
@@ -36,14 +37,15 @@ EXIT_WRITE = 8
 EXIT_INTERRUPTED = 130
 # What each exit code means, as --help's epilog says it (the README's promises table says the same).
 EXIT_MEANINGS = ((EXIT_OK, "ok"), (EXIT_USAGE, "usage error"), (EXIT_INPUT, "unreadable or invalid input"),
-                 (EXIT_UNSAFE, "unsafe input (pickle that runs code; refused)"), (EXIT_EVAL, "evaluator error"),
+                 (EXIT_UNSAFE, "unsafe input (pickle that runs code; refused)"),
+                 (EXIT_EVAL, "evaluator error, or an optional package missing (with its install line)"),
                  (EXIT_EXISTS, "output exists (use --force)"),
                  (EXIT_MEMORY, "not enough memory for a tensor (refused before reading it)"),
                  (EXIT_WRITE, "output cannot be written (disk full, read-only, permission denied; nothing left "
                               "behind)"),
                  (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
 
-COMMANDS = ("report", "compare", "delta", "truncate", "eval", "sweep")
+COMMANDS = ("report", "compare", "delta", "truncate", "eval", "sweep", "plot")
 
 EPILOG = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_MEANINGS)
 
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rmt-tui", description="Signal and noise in neural-network weights: "
                                  "random-matrix spectra, thresholds, truncation and evaluation.", epilog=EPILOG)
     ap.add_argument("--version", action="version", version=f"rmt-tui {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="{app,report,compare,delta,truncate,eval,sweep}")
+    sub = ap.add_subparsers(dest="command", metavar="{app," + ",".join(COMMANDS) + "}")
 
     app = sub.add_parser("app", help="open the terminal app (the default when no command is given)", epilog=EPILOG)
     app.add_argument("paths", nargs="*", metavar="PATH", help="checkpoints to open (default: the bundled demo model)")
@@ -173,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluator_option(ev)
     _add_analysis_options(ev)
 
+    pl = sub.add_parser("plot", help="a publication figure (PNG, SVG or PDF) of one layer's view", epilog=EPILOG)
+    pl.add_argument("paths", nargs="+", metavar="PATH", help="one checkpoint; two or more for compare and "
+                    "trajectory; BASE TUNED for delta")
+    pl.add_argument("--layer", required=True, metavar="NAME", help="the layer (its name in the first checkpoint)")
+    pl.add_argument("--view", choices=("histogram", "values", "sweep", "compare", "compare-values", "trajectory",
+                                       "delta"), default="histogram", help="as the app's views (default: %(default)s)")
+    pl.add_argument("-o", "--output", required=True, type=Path, metavar="FIG.png|svg|pdf")
+    pl.add_argument("--dpi", type=int, default=300, help="for PNG (default: %(default)s)")
+    pl.add_argument("--size", default="3.5x2.6", metavar="WxH",
+                    help="in inches (default: %(default)s, one column of a paper)")
+    pl.add_argument("--force", action="store_true", help="replace FIG if it exists")
+    _add_evaluator_option(pl)
+    _add_analysis_options(pl)
+
     sw = sub.add_parser("sweep", help="accuracy and Avew against the kept rank of one layer", epilog=EPILOG)
     sw.add_argument("path", metavar="PATH")
     sw.add_argument("--layer", required=True, metavar="NAME")
@@ -186,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Most specific first: an unsafe pickle is also a checkpoint error.
 ERROR_CODES = [(UnsafeCheckpointError, EXIT_UNSAFE), (InsufficientMemoryError, EXIT_MEMORY),
-               (CheckpointError, EXIT_INPUT), (EvaluationError, EXIT_EVAL), (OutputExistsError, EXIT_EXISTS),
+               (CheckpointError, EXIT_INPUT), (EvaluationError, EXIT_EVAL), (MissingExtraError, EXIT_EVAL),
+               (OutputExistsError, EXIT_EXISTS),
                (OutputWriteError, EXIT_WRITE), (UsageError, EXIT_USAGE), (RmtError, EXIT_INPUT)]
 
 

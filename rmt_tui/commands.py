@@ -306,3 +306,73 @@ def cmd_app(args) -> int:
         sys.stderr.flush()
         os._exit(EXIT_OK)
     return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    """A figure of one view of one layer, from the same records the app draws."""
+    from core import jobs
+    from core.jobs import DeltaRequest, SweepRequest, Workspace
+    from core.paths import refuse_existing
+
+    from . import figures
+
+    figures.check_output(args.output)
+    figures._pyplot()  # a missing extra fails now, before any work
+    refuse_existing(args.output, args.force)
+    try:
+        w, h = (float(v) for v in args.size.lower().split("x"))
+        if not (0 < w <= 50 and 0 < h <= 50) or not 10 <= args.dpi <= 2400:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--size {args.size} --dpi {args.dpi}: give WxH in inches (each up to 50) and a dpi in "
+                         "[10, 2400]") from None
+    several = args.view in ("compare", "compare-values", "trajectory", "delta")
+    if several and len(args.paths) < 2:
+        raise UsageError(f"--view {args.view} needs two or more checkpoints")
+    if not several and len(args.paths) > 1:
+        raise UsageError(f"--view {args.view} draws one checkpoint; give one PATH")
+    if args.view == "delta" and len(args.paths) != 2:
+        raise UsageError("--view delta needs BASE TUNED")
+    opts, ws = analysis_options(args), Workspace()
+    save = lambda draw, caption=None: figures.save(draw, args.output, (w, h), args.dpi, caption, args.force)  # noqa
+    if not several:
+        args.path, args.layers = args.paths[0], [args.layer]
+        ckpt, opts, results = open_and_analyse(args, ws)
+        r = next((r for r in results if r.layer.name == args.layer), None)
+        if r is None or r.analysis is None or r.reason is not None:
+            raise UsageError(f"{args.layer!r} of {args.path}: " + (r.reason if r else "no such layer"))
+        title = f"{ckpt.path.name}: {args.layer}"
+        if args.view == "sweep":
+            choice = evaluator_choice(args)
+            with progress_bar("sweeping") as tick:
+                rep = jobs.sweep(SweepRequest(args.path, r, choice, conv_view=args.conv_view), tick, ws=ws)
+            save(lambda ax: figures.draw_sweep(ax, rep, title))
+        else:
+            draw = figures.draw_histogram if args.view == "histogram" else figures.draw_values
+            save(lambda ax: draw(ax, r.analysis, title), figures._caption(r.analysis))
+    else:
+        args.layers = [args.layer]
+        ckpts, table, rows = open_matched(args.paths, args, ws=ws if len(args.paths) == 2 else None)
+        row = next((row for row in rows if row.entries[0].name == args.layer), rows[0] if rows else None)
+        if row is None:
+            raise UsageError(f"no layer {args.layer!r} is matched across {', '.join(map(str, args.paths))}")
+        if args.view == "delta":
+            pair = tuple(e.name for e in row.entries)
+            [d] = jobs.delta(DeltaRequest(args.paths[0], args.paths[1], opts, (pair,), args.conv_view), ws=ws)
+            if d.analysis is None:
+                raise UsageError(f"ΔW of {args.layer!r}: {d.status} ({d.reason})")
+            save(lambda ax: figures.draw_histogram(ax, d.analysis, f"ΔW = tuned − base: {args.layer}"),
+                 figures._caption(d.analysis) + f", ‖ΔW‖/‖W‖ = {d.rel_fro:.2g}")
+        else:
+            from core.compare.delta import compare_checkpoints
+
+            [(_, results)] = list(compare_checkpoints(ckpts, [row], opts))
+            analyses = [r.analysis if r is not None and r.reason is None else None for r in results]
+            labels = list(table.labels)
+            if args.view == "trajectory":
+                save(lambda ax: figures.draw_trajectory(ax, labels, analyses, f"ŝ across checkpoints: {row.key}"))
+            else:
+                save(lambda ax: figures.draw_overlay(ax, labels, analyses, args.view == "compare-values",
+                                                     f"{row.key} in {len(labels)} checkpoints"))
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
