@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
@@ -402,6 +403,35 @@ class RmtApp(JobWorkers, KeyBindings, App):
         self.last_error = message  # watch_last_error redraws the panel
 
     # ------------------------------------------------------------------------------- other actions
+    def action_export(self) -> None:
+        """The plot on screen as a PNG figure in the current folder (a new file each time)."""
+        key, plot = self.selected, self.query_one(SpectrumPlot)
+        result = self.session.result(key) if key is not None else None
+        if result is None or result.analysis is None or result.reason is not None:
+            self._say("select an analysed layer first", severity="warning")
+            return
+        o = self.session.opened[key.ckpt]
+        sweep, delta = o.sweeps.get(key.name), self.session.delta(key)
+        if (plot.view == "sweep" and sweep is None) or (plot.view == "delta" and (delta is None or delta.analysis
+                                                                                  is None)):
+            self._say(f"nothing to export yet in the {plot.view} view", severity="warning")
+            return
+        self._export(plot.view, o.path.name, key.name, result.analysis, sweep, plot.compare, delta)
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def _export(self, view, ckpt_name, layer, analysis, sweep, compared, delta) -> None:
+        """matplotlib loads on this thread, not the UI's (about a second the first time)."""
+        from . import figures
+
+        try:
+            draw, caption = figures.figure_of_view(view, f"{ckpt_name}: {layer}", analysis, sweep, compared, delta)
+            out = figures.free_name(Path.cwd(), f"rmt-tui-{Path(ckpt_name).stem}-{layer}-{view}")
+            figures.save(draw, out, caption=caption)
+        except RmtError as exc:
+            self.call_from_thread(self._error, str(exc))
+            return
+        self.call_from_thread(self._say, f"figure: {out}", title="exported", timeout=8)
+
     def action_cycle_view(self) -> None:
         view = self.query_one(SpectrumPlot).cycle()
         self._say(f"view: {VIEW_TITLES[view]}", timeout=2)

@@ -139,6 +139,33 @@ def draw_trajectory(ax, labels: Sequence[str], analyses: Sequence, title: str) -
     ax.set_title(title)
 
 
+def figure_of_view(view: str, title: str, analysis=None, sweep=None, compared=None, delta=None):
+    """(draw, caption) of one app view: the same record the terminal plot draws."""
+    if view in ("histogram", "values"):
+        draw = draw_histogram if view == "histogram" else draw_values
+        return (lambda ax: draw(ax, analysis, title)), _caption(analysis)
+    if view == "sweep":
+        return (lambda ax: draw_sweep(ax, sweep, title)), None
+    if view in ("compare-density", "compare-values"):
+        return (lambda ax: draw_overlay(ax, compared.labels, compared.analyses, view == "compare-values", title)), None
+    if view == "trajectory":
+        return (lambda ax: draw_trajectory(ax, compared.labels, compared.analyses, title)), None
+    if view == "delta":
+        return (lambda ax: draw_histogram(ax, delta.analysis, f"ΔW: {title}")), _caption(delta.analysis)
+    raise UsageError(f"no figure for the {view!r} view")
+
+
+def free_name(folder: Path, stem: str, suffix: str = ".png") -> Path:
+    """``stem.png`` in ``folder``, or ``stem-2.png``, … : a new file, never an existing one."""
+    import re
+
+    stem = re.sub(r"[^\w.-]+", "_", stem).strip("._") or "figure"
+    path, i = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, i = folder / f"{stem}-{i}{suffix}", i + 1
+    return path
+
+
 def save(draw, out: Path, size: tuple[float, float] = SIZE, dpi: int = DPI, caption: str | None = None,
          overwrite: bool = False) -> Path:
     """Draw with ``draw(ax)`` on a new figure and save it atomically as PNG, SVG or PDF (an existing

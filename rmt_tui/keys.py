@@ -27,6 +27,8 @@ APP_BINDINGS = [
     Binding("v", "cycle_view", "View", id="cycle_view",
             tooltip="cycle the plot: histogram + MP fits, sorted values, sweep (and, with several "
                     "checkpoints, the compare views)"),
+    Binding("x", "export", "Figure", id="export", show=False,
+            tooltip="save the plot on screen as a publication figure (PNG in the current folder; needs [plots])"),
     Binding("c", "compare", "Compare", id="compare",
             tooltip="overlay this layer of every open checkpoint (again: sorted values instead of density)"),
     Binding("n", "normalise", "Normalise", show=False, id="normalise",

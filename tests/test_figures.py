@@ -75,3 +75,26 @@ def test_the_app_and_the_cli_never_import_matplotlib():
 
     code = ("import sys, rmt_tui.app, rmt_tui.cli, core.jobs\nprint('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+async def test_the_app_exports_the_view_on_screen(tmp_path, monkeypatch):
+    """x saves the plot on screen as a PNG in the current folder, a new file each time, and says where."""
+    from helpers import settle
+
+    from rmt_tui.app import RmtApp
+    from rmt_tui.engine import InlineEngine
+
+    monkeypatch.chdir(tmp_path)
+    app = RmtApp([DEMO], engine=InlineEngine())
+    said = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        monkeypatch.setattr(app, "_say", lambda message, **kw: said.append(message))
+        await settle(app, pilot)
+        await pilot.press("x")
+        await settle(app, pilot)
+        await pilot.press("v", "x")  # the sorted-values view
+        await settle(app, pilot)
+    files = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert files == ["rmt-tui-mlp_bs16-fc1.weight-histogram.png", "rmt-tui-mlp_bs16-fc1.weight-values.png"]
+    assert all(png_size(tmp_path / f) == (1050, 780) for f in files)
+    assert any(m.startswith("figure: ") and m.endswith("histogram.png") for m in said)
