@@ -126,7 +126,7 @@ def draw_overlay(ax, labels: Sequence[str], analyses: Sequence, values: bool, ti
     ax.set_title(title)
 
 
-def draw_trajectory(ax, labels: Sequence[str], analyses: Sequence, title: str) -> None:
+def draw_trajectory(ax, labels: Sequence[str], analyses: Sequence, title: str, xlabel: str = "checkpoint") -> None:
     xs = np.arange(1, len(labels) + 1)
     for m in METHODS:
         pts = [(x, a.methods[m].rank) for x, a in zip(xs, analyses)
@@ -134,7 +134,7 @@ def draw_trajectory(ax, labels: Sequence[str], analyses: Sequence, title: str) -
         if pts:
             ax.plot(*zip(*pts), color=color(m), marker="o", ms=3, lw=1, label=f"ŝ {short_label(m)}")
     ax.set_xticks(xs, labels, rotation=30 if max(map(len, labels)) > 4 else 0)
-    ax.set_xlabel("checkpoint")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("ŝ")
     ax.set_title(title)
 
