@@ -52,8 +52,11 @@ class RmtApp(JobWorkers, KeyBindings, App):
 
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
                  conv_view: str = "reshape", evaluator: EvaluatorChoice | None = None,
-                 engine: InlineEngine | ProcessEngine | None = None, executor: tuple = ("local",)):
+                 engine: InlineEngine | ProcessEngine | None = None, executor: tuple = ("local",),
+                 keymap: dict[str, str] | None = None, theme: str | None = None, theme_file: Path | None = None):
         super().__init__()
+        self.user_keymap = dict(keymap or {})  # binding id → keys, from the config files
+        self._start_theme, self.theme_file = theme, theme_file
         # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
         # the child imports the numerics while the tree is being shown.
         # Analyses in one process, truncation/evaluation/sweeps (torch, the model, its data) in a
@@ -88,6 +91,11 @@ class RmtApp(JobWorkers, KeyBindings, App):
         self.evaluation_process.close()
 
     def on_mount(self) -> None:
+        if self.user_keymap:
+            self.set_keymap(self.user_keymap)
+        if self._start_theme:
+            self.theme = self._start_theme
+        self._theme_saved = self.theme  # from now on a change is the user's: written back
         errors = []
         for p in self.paths:
             try:
@@ -157,6 +165,20 @@ class RmtApp(JobWorkers, KeyBindings, App):
             elif changed or force:
                 self._analyse_layer(self._begin("layer", f"analyse {key.name}"), key)
         self.selected = key  # watch_selected redraws
+
+    def watch_theme(self, theme: str) -> None:
+        """A theme chosen in the app (the palette's "Change theme") is remembered in the config file."""
+        if getattr(self, "_theme_saved", theme) == theme or self.theme_file is None:
+            return
+        from .config import write_theme
+
+        try:
+            write_theme(self.theme_file, theme)
+        except OSError as exc:
+            self._say(f"theme not saved: {self.theme_file}: {exc.strerror or exc}", severity="warning")
+            return
+        self._theme_saved = theme
+        self._say(f"theme {theme} saved in {self.theme_file}", timeout=4)
 
     def set_options(self, options: AnalysisOptions) -> None:
         """New analysis options (from the palette): what was computed with the old ones is

@@ -45,7 +45,7 @@ EXIT_MEANINGS = ((EXIT_OK, "ok"), (EXIT_USAGE, "usage error"), (EXIT_INPUT, "unr
                               "behind)"),
                  (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
 
-COMMANDS = ("report", "compare", "delta", "truncate", "eval", "sweep", "plot")
+COMMANDS = ("report", "compare", "delta", "truncate", "eval", "sweep", "plot", "config")
 
 EPILOG = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_MEANINGS)
 
@@ -99,6 +99,11 @@ def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
                         "label-free hf-causal-lm / hf-encoder)")
     p.add_argument("--text", metavar="FILE", help="text for the Hugging Face evaluators (default: CPython's "
                    "pydoc_data reference prose, present in every install)")
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="a config file read after the system and user ones (see `rmt-tui config`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluator_option(pl)
     _add_analysis_options(pl)
 
+    cf = sub.add_parser("config", help="print the effective settings and the file each came from", epilog=EPILOG)
+    del cf  # its only option is --config, added to every command below
+
     sw = sub.add_parser("sweep", help="accuracy and Avew against the kept rank of one layer", epilog=EPILOG)
     sw.add_argument("path", metavar="PATH")
     sw.add_argument("--layer", required=True, metavar="NAME")
@@ -197,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _add_evaluator_option(sw)
     _add_analysis_options(sw)
+    for p in sub.choices.values():
+        _add_config_option(p)
     return ap
 
 
@@ -212,7 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     # No command, or a path first: open the app.
     if not argv or (argv[0] not in COMMANDS + ("app",) and argv[0] not in ("-h", "--help", "--version")):
         argv = ["app"] + argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    try:
+        from . import config
+
+        settings = config.load(parser, pre.parse_known_args(argv)[0].config)
+    except UsageError as exc:
+        print(f"rmt-tui: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    config.apply(parser, settings)
+    args = parser.parse_args(argv)
+    args.settings = settings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", RmtWarning)

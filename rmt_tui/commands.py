@@ -298,7 +298,9 @@ def cmd_app(args) -> int:
     choice = EvaluatorChoice(args.evaluator, args.text, opts.device if opts.device != "auto" else "cpu")
     executor_from(args)  # a bad --executor fails here, before the app starts
     executor = (args.executor, args.gpus_per_task, args.cpus_per_task, args.max_retries)
-    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator=choice, executor=executor).run()
+    s = args.settings
+    RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator=choice, executor=executor, keymap=s.keymap,
+           theme=s.theme, theme_file=s.write_to).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
     # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
@@ -375,4 +377,14 @@ def cmd_plot(args) -> int:
                 save(lambda ax: figures.draw_overlay(ax, labels, analyses, args.view == "compare-values",
                                                      f"{row.key} in {len(labels)} checkpoints"))
     print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_config(args) -> int:
+    """The effective settings, one per line, each with the file it came from (or "default")."""
+    from . import config
+    from .cli import build_parser
+
+    for line in config.describe(build_parser(), args.settings, args):
+        print(printable(line))
     return EXIT_OK

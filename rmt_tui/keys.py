@@ -56,7 +56,9 @@ class KeyBindings:
     """Mixed into RmtApp: help, footer and palette from BINDINGS."""
 
     def action_help(self) -> None:
-        rows = [(self._key_label(b.key), b.tooltip or b.description) for b in self.BINDINGS]
+        # With each binding's id: what [keymap] in the config file remaps.
+        rows = [(self._key_label(self.user_keymap.get(b.id, b.key)), f"{b.tooltip or b.description}  [{b.id}]")
+                for b in self.BINDINGS]
         self.push_screen(HelpScreen(NAVIGATION_HELP + rows))
 
     @staticmethod
