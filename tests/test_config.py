@@ -29,7 +29,7 @@ def test_precedence_system_user_explicit_flags(homes, cli, tmp_path):
     assert methods_of(cli)["methods"] == ["bema"]
     user.write_text('[defaults]\nmethods = ["broadening"]\n')
     o = methods_of(cli)
-    assert o["methods"] == ["broadening"] and o["weighting"] == "sv"  # the system file still sets what the user's does not
+    assert o["methods"] == ["broadening"] and o["weighting"] == "sv"  # the system file sets what the user's omits
     explicit = tmp_path / "x.toml"
     explicit.write_text('[defaults]\nmethods = "bema,screenot"\nscreenot-k = 7\n')
     o = methods_of(cli, "--config", explicit)
