@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete looks for this marker in the entry point's module)
 """The command line: ``rmt-tui [PATH ...]`` opens the app; ``report``, ``compare``, ``delta``,
 ``truncate``, ``eval`` and ``sweep`` give the same numbers without a terminal UI. This module is the
 parser, the exit codes and ``main``; the handlers are in ``commands``, what they write in
@@ -7,6 +8,7 @@ when the app is opened.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS + ("app",) and argv[0] not in ("-h", "--help", "--version")):
         argv = ["app"] + argv
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+        _complete(parser)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
     try:
@@ -251,6 +255,34 @@ def main(argv: list[str] | None = None) -> int:
         code = next(code for cls, code in ERROR_CODES if isinstance(exc, cls))
         print(f"rmt-tui: error: {printable(str(exc))}", file=sys.stderr)
         return code
+
+
+def _layer_names(prefix: str, parsed_args, **kw) -> list[str]:
+    """--layer / --layers completions: the layers of the checkpoint already on the line (reading its
+    index only — a safetensors header, a GGUF index — never a tensor); nothing if it cannot be opened."""
+    paths = [getattr(parsed_args, "path", None)] + list(getattr(parsed_args, "paths", None) or [])
+    path = next((p for p in paths if p), None)
+    if path is None:
+        return []
+    try:
+        from core.io.checkpoint import open_checkpoint
+
+        return [l.name for l in open_checkpoint(path).layers if l.name.startswith(prefix)]
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    try:
+        import argcomplete
+    except ImportError:
+        return  # the [completion] extra is not installed: no completions, and no noise
+    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        for p in sub.choices.values():
+            for a in p._actions:
+                if a.dest in ("layer", "layers"):
+                    a.completer = _layer_names
+    argcomplete.autocomplete(parser)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
