@@ -53,10 +53,11 @@ class RmtApp(JobWorkers, KeyBindings, App):
     def __init__(self, paths: Iterable[str | Path], options: AnalysisOptions | None = None,
                  conv_view: str = "reshape", evaluator: EvaluatorChoice | None = None,
                  engine: InlineEngine | ProcessEngine | None = None, executor: tuple = ("local",),
-                 keymap: dict[str, str] | None = None, theme: str | None = None, theme_file: Path | None = None):
+                 keymap: dict[str, str] | None = None, theme: str | None = None, theme_file: Path | None = None,
+                 braille: bool = False):
         super().__init__()
         self.user_keymap = dict(keymap or {})  # binding id → keys, from the config files
-        self._start_theme, self.theme_file = theme, theme_file
+        self._start_theme, self.theme_file, self._braille = theme, theme_file, braille
         # Started here, before Textual replaces sys.stderr (spawning a process needs its real fd);
         # the child imports the numerics while the tree is being shown.
         # Analyses in one process, truncation/evaluation/sweeps (torch, the model, its data) in a
@@ -107,6 +108,7 @@ class RmtApp(JobWorkers, KeyBindings, App):
         # Checkpoints of one study differ in scale (weight norms grow with training, and with batch
         # size): with three or more, overlays start in units of each one's own fitted edge.
         self.query_one(SpectrumPlot).normalise = len(self.session.opened) >= 3
+        self.query_one(SpectrumPlot).braille = self._braille
         if errors:
             self.last_error = errors[-1]
             for e in errors:

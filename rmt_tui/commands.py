@@ -300,7 +300,7 @@ def cmd_app(args) -> int:
     executor = (args.executor, args.gpus_per_task, args.cpus_per_task, args.max_retries)
     s = args.settings
     RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator=choice, executor=executor, keymap=s.keymap,
-           theme=s.theme, theme_file=s.write_to).run()
+           theme=s.theme, theme_file=s.write_to, braille=s.braille).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
     # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

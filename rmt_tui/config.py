@@ -46,6 +46,7 @@ class Settings:
     defaults: dict[str, Any] = field(default_factory=dict)  # argparse dest → value
     keymap: dict[str, str] = field(default_factory=dict)
     theme: str | None = None
+    braille: bool = False  # MP curves drawn in braille dots
     sources: dict[str, str] = field(default_factory=dict)  # "defaults.methods" → the file it came from
     write_to: Path | None = None  # where a theme chosen in the app is written (--config, else the user file)
 
@@ -152,8 +153,14 @@ def load(parser: argparse.ArgumentParser, explicit: Path | None = None) -> Setti
             s.keymap[key] = value
             s.sources[f"keymap.{key}"] = str(path)
         for key, value in doc.get("app", {}).items():
+            if key == "braille":
+                if not isinstance(value, bool):
+                    raise UsageError(f"{path}: [app] braille = {value!r}: must be true or false")
+                s.braille = value
+                s.sources["app.braille"] = str(path)
+                continue
             if key != "theme":
-                raise UsageError(f"{path}: [app] {key} is not a setting; allowed: theme")
+                raise UsageError(f"{path}: [app] {key} is not a setting; allowed: theme, braille")
             from textual.theme import BUILTIN_THEMES
 
             if value not in BUILTIN_THEMES:
@@ -213,4 +220,5 @@ def describe(parser: argparse.ArgumentParser, settings: Settings, args: argparse
             out.append(f"keymap.{b.id} = {settings.keymap.get(b.id, b.key)!r}  # "
                        f"{settings.sources.get(f'keymap.{b.id}', 'default')}")
     out.append(f"app.theme = {settings.theme or 'textual-dark'!r}  # {settings.sources.get('app.theme', 'default')}")
+    out.append(f"app.braille = {settings.braille!r}  # {settings.sources.get('app.braille', 'default')}")
     return out

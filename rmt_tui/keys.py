@@ -12,7 +12,7 @@ from core.text import printable
 
 from .grid import GridScreen
 from .screens import HelpScreen
-from .widgets import LayerTree
+from .widgets import LayerTree, SpectrumPlot
 
 APP_BINDINGS = [
     Binding("a", "analyse_all", "Analyse", tooltip="analyse every layer (values only, cached)", id="analyse_all"),
@@ -106,6 +106,11 @@ class KeyBindings:
             yield SystemCommand(f"Go to {printable(key.name)}", self.session.opened[key.ckpt].path.name,
                                 lambda k=key: self.query_one(LayerTree).reveal(k))
 
+    def toggle_braille(self) -> None:
+        plot = self.query_one(SpectrumPlot)
+        plot.braille = not plot.braille
+        plot.refresh()
+
     def _analysis_commands(self) -> Iterable[SystemCommand]:
         """Choose what the analysis computes: each registered method on or off, the noise
         diagnosis, equalisation and the cosines behind Avew (every layer is analysed again)."""
@@ -127,6 +132,9 @@ class KeyBindings:
         yield SystemCommand(f"Equalise rows and columns: {'off' if o.equalise else 'on'}",
                             "every method analyses W̃; W's own KS is kept beside",
                             lambda: self.set_options(replace(self.options, equalise=not self.options.equalise)))
+        plot = self.query_one(SpectrumPlot)
+        yield SystemCommand(f"Plot curves: {'markers' if plot.braille else 'braille (finer)'}",
+                            "the MP fits drawn in braille dots, 2 × 4 per cell (with colour)", self.toggle_braille)
         for kind in ("mp", "empirical", "auto"):
             if kind != o.cosines:
                 yield SystemCommand(f"Avew cosines: {kind}", f"now: {o.cosines}",

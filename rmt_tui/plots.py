@@ -69,8 +69,10 @@ def _vline(x: float, y0: float, y1: float, method: str, color: bool, what: str, 
     plt.plot([x, x], [y0, y1], color=_c(color, c), marker=m, label=_label(f"{label} {what}", height))
 
 
-def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = True, title: str = "histogram"
-                   ) -> str:
+def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = True, title: str = "histogram",
+                   braille: bool = False) -> str:
+    """``braille``: the MP curves in braille dots (2 × 4 per cell: finer), where colour tells the
+    methods apart; without colour the methods keep their markers."""
     h = histogram_data(a, bins=max(10, min(80, width - 12)))
     _start(width, height, color)
     plt.bar(h.centers.tolist(), h.density.tolist(), width=0.9, color=_c(color, "gray"), marker="sd",
@@ -78,7 +80,7 @@ def draw_histogram(a: MatrixAnalysis, width: int, height: int, color: bool = Tru
     top = max(float(h.density.max()), *[float(c.y.max()) for c in h.mp]) if h.mp else float(h.density.max())
     for curve in h.mp:
         c, m, label = style(curve.method)
-        plt.plot(curve.x.tolist(), curve.y.tolist(), color=_c(color, c), marker=m,
+        plt.plot(curve.x.tolist(), curve.y.tolist(), color=_c(color, c), marker="braille" if braille and color else m,
                  label=_label(f"{label} MP fit", height))
     for method, tau in h.thresholds.items():
         if tau <= h.x_max:

@@ -160,6 +160,7 @@ class SpectrumPlot(Widget):
         self.delta_wanted = False  # a base is marked and this layer is in another checkpoint
         self.normalise = False  # overlays in units of each checkpoint's own fitted edge s₊
         self.delta_note = ""  # why there is no delta to wait for (the base has no such layer)
+        self.braille = False  # MP curves in braille dots (the palette's "Plot curves"; [app] braille)
         self.message = "select a layer"
         self._drawn: dict[str, tuple[tuple, Text]] = {}  # view → ((data, w, h, no_color, normalise), drawing)
         self._predraw = None
@@ -221,7 +222,7 @@ class SpectrumPlot(Widget):
         if data is None or w < 20 or h < 6:
             return False
         color = not self.app.no_color
-        key = (w, h, self.app.no_color, self.normalise)
+        key = (w, h, self.app.no_color, self.normalise, self.braille)
         kept = self._drawn.get(view)
         if kept is not None and kept[0][0] is data and kept[0][1:] == key:
             return False
@@ -233,9 +234,11 @@ class SpectrumPlot(Widget):
         elif view == "trajectory":
             text = draw_trajectory(list(data.short), list(data.analyses), w, h, color)
         elif view == "delta":
-            text = draw_histogram(data, w, h, color, title="delta")
+            text = draw_histogram(data, w, h, color, title="delta", braille=self.braille)
+        elif view == "histogram":
+            text = draw_histogram(data, w, h, color, braille=self.braille)
         else:
-            text = {"histogram": draw_histogram, "values": draw_values, "sweep": draw_sweep}[view](data, w, h, color)
+            text = {"values": draw_values, "sweep": draw_sweep}[view](data, w, h, color)
         self._drawn[view] = ((data, *key), Text.from_ansi(text))
         return True
 

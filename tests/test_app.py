@@ -336,3 +336,22 @@ async def test_every_method_shows_in_the_panel_and_the_palette_chooses_them():
         assert noise is not None and f"({noise.model}: KS" in panel_text(app)
         leaf = app.query_one(LayerTree).leaves[app.selected].label.plain
         assert f"{ {'mp': 'm', 'heteroscedastic': 'h', 'correlated': 'c', 'heavy-tailed': 't'}[noise.model]} B" in leaf
+
+
+async def test_braille_curves_from_the_palette():
+    """The palette's "Plot curves: braille" redraws the MP fits in braille dots (finer), and back."""
+    app = RmtApp([DEFAULT_DEMO_MODEL], engine=InlineEngine(), braille=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        plot = app.query_one(SpectrumPlot)
+
+        def dots() -> int:
+            return sum(0x2801 <= ord(ch) <= 0x28FF for ch in plot.render().plain)
+
+        before = dots()
+        {c.title: c for c in app.get_system_commands(app.screen)}["Plot curves: braille (finer)"].callback()
+        await pilot.pause()
+        assert plot.braille and dots() > before + 20
+        {c.title: c for c in app.get_system_commands(app.screen)}["Plot curves: markers"].callback()
+        await pilot.pause()
+        assert not plot.braille and dots() == before
