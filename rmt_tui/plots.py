@@ -194,7 +194,8 @@ def draw_trajectory(labels: list[str], items: list[MatrixAnalysis | None], width
                if a is not None and method in a.methods and a.methods[method].ok]
         if pts:
             plt.plot(*zip(*pts), color=_c(color, c), marker=m, label=_label(f"ŝ {label} (left)", height))
-    first = methods[0] if methods else None
+    # σ̂² of the first method that estimates one (ScreeNOT and the shuffle null do not)
+    first = next((m for m in methods if METHODS[m].implies_sigma2), None)
     pts = [(x, a.methods[first].sigma2) for x, a in zip(xs, items)
            if first and a is not None and first in a.methods and a.methods[first].ok]
     if pts:

@@ -226,7 +226,10 @@ def test_help_for_every_command(command, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert f"usage: rmt-tui {command}" in out and "exit codes" in out
-    if command not in ("app",):
+    assert "--config FILE" in out
+    if command == "config":
+        return
+    if command != "app":
         assert "--methods" in out and "--layers" in out and "--no-cache" in out
     assert "(default: 0.2)" in out and "--alpha" in out  # a method's own parameter, from its declaration
 
