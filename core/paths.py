@@ -99,9 +99,43 @@ def atomic_output(path: Path, overwrite: bool = True, tmp_dir: Path | None = Non
         raise
 
 
-def refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
+def refuse_existing(path: Path, overwrite: bool, sources=(), folder: bool = False) -> None:
+    """Before any work, every reason an output cannot be written there: a parent that is a file; an
+    existing output without ``overwrite``; with it, anything but a regular file (or a folder, for a
+    folder output) — a device, a FIFO — is never replaced; and an output that is one of ``sources``
+    under another name (a hard or symbolic link) is refused."""
+    import stat
+
+    from core.errors import UsageError
+
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputWriteError(f"{path}: cannot be written — {parent} is a file, not a folder; nothing was "
+                                       "written")
+            break
+    if not (path.exists() or path.is_symlink()):
+        return
+    for src in sources:
+        try:
+            same = os.path.samefile(path, src)
+        except OSError:
+            same = False
+        if same:
+            raise UsageError(f"{path}: is the source {src} (under another name: a hard or symbolic link) — "
+                             "refusing to write over a source checkpoint; choose another path")
+    if not overwrite:
         raise OutputExistsError(f"{path}: already exists — choose another output path or pass --force to replace it")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot be checked ({exc.strerror or exc}) — nothing was written") from None
+    if not (stat.S_ISREG(mode) or (folder and stat.S_ISDIR(mode))):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise OutputWriteError(f"{path}: is {kind} — only a regular file is ever replaced, --force included; "
+                               "nothing was written; choose another path")
 
 
 def write_text_output(path: str | Path, text: str, overwrite: bool = False) -> Path:

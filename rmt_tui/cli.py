@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     config.apply(parser, settings)
     args = parser.parse_args(argv)
     args.settings = settings
+    if args.command != "app":  # Textual handles the app's own terminal and signals
+        _stop_on_signals()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", RmtWarning)
@@ -255,6 +257,21 @@ def main(argv: list[str] | None = None) -> int:
         code = next(code for cls, code in ERROR_CODES if isinstance(exc, cls))
         print(f"rmt-tui: error: {printable(str(exc))}", file=sys.stderr)
         return code
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (a closed SSH session) stop a command as Ctrl-C does: temporary files are
+    removed on the way out and the exit code is 130."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
 
 
 def _layer_names(prefix: str, parsed_args, **kw) -> list[str]:

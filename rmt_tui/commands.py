@@ -119,9 +119,8 @@ def cmd_delta(args) -> int:
 
     outputs = [p for p in (args.rank_pattern, args.extract_lora) if p is not None]
     for out in outputs:  # before the analysis, not after it
-        refuse_existing(out, args.force)
-        if out.resolve() in (Path(args.base).resolve(), Path(args.tuned).resolve()):
-            raise UsageError(f"{out}: refusing to write over a source checkpoint")
+        refuse_existing(out, args.force, sources=[args.base, args.tuned], folder=out is args.extract_lora
+                        and out.suffix != ".safetensors")
     opts = analysis_options(args)
     ws = Workspace()
     (base, tuned), table, rows = open_matched([args.base, args.tuned], args, ws=ws)
@@ -173,9 +172,7 @@ def cmd_truncate(args) -> int:
     from core.report import read_plan
     from core.truncation import resolve_ranks
 
-    refuse_existing(args.output, args.force)  # before the analysis, not after it
-    if args.output.resolve() == Path(args.path).resolve():
-        raise UsageError(f"{args.output}: refusing to write over the source checkpoint")
+    refuse_existing(args.output, args.force, sources=[args.path])  # before the analysis, not after it
     if args.plan is not None:
         plan, args.method = read_plan(args.plan)
         args.layers = (args.layers or []) + list(plan)

@@ -183,4 +183,10 @@ if __name__ == "__main__":
         os.nice(ENGINE_NICENESS)
     except OSError:
         pass
+    import signal
+
+    # Asked to stop (the app quitting, a closed SSH session): unwind, so that a cache entry being
+    # written loses its temporary file, rather than die where it stands.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *a: sys.exit(130))
     _serve(Connection(int(sys.argv[1])))

@@ -29,8 +29,8 @@ def progress_bar(label: str):
 
 
 def write_json(doc) -> None:
-    json.dump(doc, sys.stdout, indent=2, allow_nan=False)
-    sys.stdout.write("\n")
+    """The whole document, built before anything is printed: stdout never holds half of one."""
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(header, rows) -> None:

@@ -535,3 +535,78 @@ def test_pickle_of_a_huge_storage_is_refused(tmp_path):
     raw = p.read_bytes()
     p.write_bytes(raw.replace(struct.pack("<q", 16), struct.pack("<q", 1 << 60), 1))
     _ends_well(p)
+
+
+# ------------------------------------------------------------- round 3: evaluators, signals, outputs
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import sys\n    sys.exit(0)", "the evaluator called sys.exit(0)"),
+    ("return {'accuracy': float('nan')}", "metric 'accuracy' is nan"),
+    ("return {'accuracy': float('inf')}", "metric 'accuracy' is inf"),
+    ("return {'accuracy': 'high'}", "metric 'accuracy' is 'high'"),
+    ("return {'accuracy': 0.9, 'note': [1, 2]}", "metric 'note' is [1, 2]"),
+])
+def test_a_users_evaluator_cannot_end_the_process_or_return_non_numbers(tmp_path, cli, body, message):
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    ev = tmp_path / "ev.py"
+    ev.write_text(f"def evaluate(sd):\n    {body}\n")
+    code, out, err = cli("eval", DEFAULT_DEMO_MODEL, "--evaluator", ev, "--layers", "fc2.weight", "--format", "json",
+                         "--no-cache")
+    assert code == 5 and out == "" and message in err
+
+
+def test_what_a_users_evaluator_prints_goes_to_stderr_and_stdout_stays_json(tmp_path, cli):
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    ev = tmp_path / "ev.py"
+    ev.write_text("def evaluate(sd):\n    print('loading data...')\n    return {'accuracy': 0.5}\n")
+    code, out, err = cli("eval", DEFAULT_DEMO_MODEL, "--evaluator", ev, "--layers", "fc2.weight", "--format", "json",
+                         "--no-cache")
+    assert code == 0 and json.loads(out)["baseline"] == {"accuracy": 0.5} and "loading data..." in err
+
+
+def test_sigterm_while_truncating_exits_130_and_leaves_nothing_behind(tmp_path):
+    """A real SIGTERM to a real rmt-tui process in the middle of a long truncation."""
+    src = tmp_path / "big.safetensors"
+    save_file({"w": torch.randn(3000, 3000)}, str(src))
+    before = src.read_bytes()
+    out = tmp_path / "out.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "rmt_tui.cli", "truncate", str(src), "--method", "rank:1400",
+                             "-o", str(out), "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "RMT_TUI_CACHE_DIR": str(tmp_path / "cache")})
+    time.sleep(4.0)  # imports and the analysis; the truncation's SVD is under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-400:]
+    assert b"interrupted" in err and not out.exists() and src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors"]  # no temporary file left
+
+
+@pytest.mark.parametrize("target", ["device", "hardlink", "symlink", "parent-is-a-file", "folder"])
+def test_odd_output_targets_get_their_true_reason(tmp_path, cli, target):
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    src = tmp_path / "src.safetensors"
+    src.write_bytes(DEFAULT_DEMO_MODEL.read_bytes())
+    before = src.read_bytes()
+    if target == "device":
+        out, code, message = Path("/dev/null"), 8, "is a device — only a regular file is ever replaced"
+    elif target == "hardlink":
+        out, code, message = tmp_path / "again.safetensors", 2, "under another name"
+        os.link(src, out)
+    elif target == "symlink":
+        out, code, message = tmp_path / "link.safetensors", 2, "under another name"
+        out.symlink_to(src)
+    elif target == "parent-is-a-file":
+        (tmp_path / "notes").write_text("x")
+        out, code, message = tmp_path / "notes" / "out.safetensors", 8, "notes is a file, not a folder"
+    else:
+        out, code, message = tmp_path / "adir", 8, "is a folder — only a regular file is ever replaced"
+        out.mkdir()
+    got, stdout, err = cli("truncate", src, "--method", "bema", "-o", out, "--force", "--no-cache")
+    assert got == code and message in err and stdout == ""
+    assert src.read_bytes() == before
+    assert Path("/dev/null").is_char_device()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]

@@ -122,7 +122,7 @@ def write_adapter_folder(folder: Path, state: Mapping, config: dict, metadata: M
     from core.truncation import export_safetensors
 
     folder = Path(folder)
-    refuse_existing(folder, overwrite)
+    refuse_existing(folder, overwrite, folder=True)
     if folder.exists() and not folder.is_dir():
         raise OutputWriteError(f"{folder}: exists and is not a folder — nothing was written; choose another path")
     try:

@@ -8,6 +8,7 @@ has to guess which call was the original.
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -50,12 +51,21 @@ def primary_of(evaluator) -> MetricSpec:
 
 
 def _guarded(evaluator, what: str, call):
-    """Run ``call()``: an EvaluationError passes, anything else the evaluator raised becomes one."""
+    """Run ``call()`` so that the evaluator cannot end the process or write into the command's
+    stdout: an EvaluationError passes, ``sys.exit`` and anything else it raises become one, and
+    what it prints goes to stderr (stdout carries the command's document only)."""
+    import contextlib
+    import sys
+
     t0 = time.perf_counter()
     try:
-        out = call()
+        with contextlib.redirect_stdout(sys.stderr):
+            out = call()
     except EvaluationError:
         raise
+    except SystemExit as exc:
+        raise EvaluationError(f"the evaluator called sys.exit({exc.code!r}){what}: an evaluator must return its "
+                              "metrics, not end the process") from None
     except Exception as exc:
         raise EvaluationError(f"the evaluator failed{what}: {type(exc).__name__}: {exc}") from None
     try:
@@ -75,7 +85,16 @@ def run_evaluator(evaluator, state: State) -> dict[str, float]:
     out = _guarded(evaluator, "", lambda: evaluator(state))
     if not isinstance(out, Mapping) or key not in out:
         raise EvaluationError(f"the evaluator must return a dict with its primary metric {key!r}, got {out!r:.80}")
-    return {str(k): float(v) for k, v in out.items()}
+    metrics = {}
+    for k, v in out.items():
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            number = None
+        if isinstance(v, (str, bytes)) or number is None or not math.isfinite(number):
+            raise EvaluationError(f"the evaluator's metric {k!r} is {v!r:.60}: every metric must be a finite number")
+        metrics[str(k)] = number
+    return metrics
 
 
 def say_how_long(evaluator, remaining: int, what: str) -> None:
