@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -50,7 +51,52 @@ def config_key(methods, weighting: str, cosines: str = "mp", equalise: bool = Fa
 # Cache folders found unwritable in this process: writing is off for them, and the user was told
 # once. Reading still works (a read-only cache is still a cache).
 _UNWRITABLE: set[Path] = set()
-_SWEPT: set[Path] = set()  # cache folders whose dead writers' temporary files this process removed
+_SWEPT: set[Path] = set()
+_WARNED: set[Path] = set()  # cache folders whose invalid entries were reported (once each)
+
+
+def _number(v, lo: float | None = None, hi: float | None = None, integer: bool = False) -> bool:
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        return False
+    return math.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+
+
+def invalid_entry(doc: dict, shape: MatrixShape) -> str | None:
+    """Why a stored analysis document is not one this version writes (types, shapes, ranges); None
+    when it is. Checked on every load: a cache folder may be shared, copied or tampered with."""
+    if doc.get("weighting") not in ("uniform", "sv"):
+        return "weighting"
+    if not (doc.get("reason") is None or isinstance(doc["reason"], str)) or not isinstance(doc.get("equalised"), bool):
+        return "reason or equalised"
+    if not (doc.get("ks_raw") is None or _number(doc["ks_raw"], 0, 1)):
+        return "ks_raw"
+    noise = doc.get("noise")
+    if noise is not None:
+        ev = noise.get("evidence") if isinstance(noise, dict) else None
+        if not isinstance(ev, dict) or set(ev) != {"ks_raw", "ks_equalised", "shuffle_edge_ratio"} or \
+                noise.get("model") not in (None, "mp", "heteroscedastic", "correlated", "heavy-tailed") or \
+                not all(v is None or _number(v, 0) for v in ev.values()):
+            return "noise"
+    methods = doc.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        return "methods"
+    fields = {f.name for f in dataclasses.fields(MethodResult)} - {"method"}
+    for name, r in methods.items():
+        if not isinstance(r, dict) or set(r) != fields:
+            return f"methods.{name}"
+        checks = {"sigma2": _number(r["sigma2"], 0), "threshold": _number(r["threshold"], 0),
+                  "rank": _number(r["rank"], 0, shape.p, integer=True), "avew": _number(r["avew"], 0, 1),
+                  "avew_left": _number(r["avew_left"], 0, 1), "avew_right": _number(r["avew_right"], 0, 1),
+                  "ks": _number(r["ks"], 0, 1)}
+        bad = [f for f, ok in checks.items() if r[f] is not None and not ok]
+        # An applicable method has its threshold and rank; one that is not (a reason) has no numbers.
+        if (r["reason"] is None) != (r["rank"] is not None and r["threshold"] is not None) or (
+                r["reason"] is not None and any(r[f] is not None for f in checks)):
+            return f"methods.{name}: numbers and reason disagree"
+        if bad or r["cosines"] not in (None, "mp", "empirical") or not isinstance(r["diagnostics"], dict) or \
+                not (r["reason"] is None or isinstance(r["reason"], str)):
+            return f"methods.{name}.{bad[0] if bad else 'cosines, diagnostics or reason'}"
+    return None  # cache folders whose dead writers' temporary files this process removed
 
 
 class SpectrumCache:
@@ -91,6 +137,9 @@ class SpectrumCache:
                 return None
             if doc.get("format") != FORMAT or doc.get("shape") != [shape.m, shape.n]:
                 return None
+            if (why := invalid_entry(doc, shape)) is not None:
+                self._warn_invalid(why)
+                return None
             methods = {name: MethodResult(method=name, **fields) for name, fields in doc["methods"].items()}
             sv.setflags(write=False)
             noise = NoiseDiagnosis.from_dict(doc["noise"]) if doc.get("noise") is not None else None
@@ -98,6 +147,12 @@ class SpectrumCache:
                                   doc["ks_raw"], noise)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # missing (the common miss) or corrupt: recompute
+
+    def _warn_invalid(self, why: str) -> None:
+        if self.root not in _WARNED:
+            _WARNED.add(self.root)
+            warnings.warn(RmtWarning(f"the cache {self.root} holds an entry that does not fit its format ({why}); "
+                                     "such entries are recomputed, never trusted"), stacklevel=3)
 
     def _alias_path(self, fingerprint: str) -> Path:
         h = hashlib.sha256(fingerprint.encode()).hexdigest()

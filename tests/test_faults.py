@@ -610,3 +610,69 @@ def test_odd_output_targets_get_their_true_reason(tmp_path, cli, target):
     assert src.read_bytes() == before
     assert Path("/dev/null").is_char_device()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def _cache_docs(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.json") if "-" in p.stem and "by-file" not in p.parts]
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda m: m.update(rank=str(m["rank"])),  # ranks as strings
+    lambda m: m.update(threshold=[m["threshold"]]),  # thresholds as lists
+    lambda m: m.update(reason="made up", rank=None),  # a layer flipped to "not applicable"… with its numbers
+    lambda m: m.update(avew=7.0),  # out of range
+    lambda m: m.pop("ks"),  # a field missing
+])
+def test_a_tampered_cache_entry_is_recomputed_with_one_warning(tmp_path, cli, monkeypatch, tamper):
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    monkeypatch.setenv("RMT_TUI_CACHE_DIR", str(tmp_path / "cache"))
+    fresh = json.loads(cli("report", DEFAULT_DEMO_MODEL, "--format", "json", "--no-cache")[1])
+    assert cli("report", DEFAULT_DEMO_MODEL, "--format", "json")[0] == 0  # fills the cache
+    import core.cache
+
+    monkeypatch.setattr(core.cache, "_WARNED", set())
+    for doc_path in _cache_docs(tmp_path / "cache"):
+        doc = json.loads(doc_path.read_text())
+        for m in doc["methods"].values():
+            if m["rank"] is not None:
+                tamper(m)
+        doc_path.write_text(json.dumps(doc))
+    code, out, err = cli("report", DEFAULT_DEMO_MODEL, "--format", "json")
+    assert code == 0 and json.loads(out)["layers"] == fresh["layers"]  # exactly what --no-cache gives
+    assert err.count("does not fit its format") == 1 and "recomputed, never trusted" in err
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.lists(st.sampled_from(["methods", "bema", "broadening", "rank", "sigma2", "threshold", "avew", "ks",
+                                      "weighting", "noise", "equalised", "reason", "cosines", "diagnostics"]),
+                     min_size=1, max_size=3),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+                       st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                                                 st.integers(),
+                                                                                                 max_size=2)))
+def test_fuzzed_cache_entries_load_or_are_recomputed(tmp_path, path, value):
+    """Whatever a cache entry holds, the analysis is the one --no-cache gives, never a crash."""
+    from core.cache import SpectrumCache
+    from core.paths import DEFAULT_DEMO_MODEL
+    from core.scan import AnalysisOptions, analyse_layer
+
+    ck = open_checkpoint(DEFAULT_DEMO_MODEL)
+    layer = ck.layer("fc2.weight")
+    cache = SpectrumCache(tmp_path / "c")
+    want = analyse_layer(ck, layer, AnalysisOptions(use_cache=False)).analysis
+    analyse_layer(ck, layer, AnalysisOptions(), cache)
+    [doc_path] = _cache_docs(tmp_path / "c")
+    doc = json.loads(doc_path.read_text())
+    node = doc
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node[path[-1]] = value
+    doc_path.write_text(json.dumps(doc))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = analyse_layer(ck, layer, AnalysisOptions(), cache).analysis
+    assert got.methods == want.methods and np.array_equal(got.sv, want.sv)
