@@ -676,3 +676,30 @@ def test_fuzzed_cache_entries_load_or_are_recomputed(tmp_path, path, value):
         warnings.simplefilter("ignore")
         got = analyse_layer(ck, layer, AnalysisOptions(), cache).analysis
     assert got.methods == want.methods and np.array_equal(got.sv, want.sv)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("fifo", "the evaluation text is a FIFO"), ("device", "the evaluation text is a device"),
+    ("binary", "holds NUL bytes"), ("few-words", "fewer than the 4×256 needed"),
+    ("huge", "more than the 64.0 MB an evaluation reads"),
+])
+def test_evaluation_texts_that_are_not_text(tmp_path, cli, kind, message):
+    """A real FIFO (it would block a read forever), /dev/zero (endless), binary, too short, too big:
+    each an evaluator error naming the text, never a hang or a MemoryError."""
+    from core.paths import DEMO_DIR
+
+    path = tmp_path / "text"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "binary":
+        path.write_bytes(b"words and \x00 more words " * 100)
+    elif kind == "few-words":
+        path.write_text("too short " * 20)
+    else:
+        with open(path, "wb") as f:
+            f.truncate((64 << 20) + 1)  # sparse: no disk used
+    code, out, err = cli("eval", DEMO_DIR / "tiny-llama", "--text", path, "--layers",
+                         "model.layers.0.mlp.up_proj.weight", "--format", "json", "--no-cache")
+    assert code == 5 and out == "" and message in err, err

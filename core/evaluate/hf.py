@@ -60,6 +60,35 @@ def default_text() -> tuple[str, str]:
     return "\n".join(topics[k] for k in sorted(topics)), "pydoc_data.topics (CPython's reference manual)"
 
 
+MAX_TEXT_BYTES = 64 << 20  # an evaluation text beyond this is a mistake (a model file, /dev/zero), not prose
+
+
+def read_text(path: Path) -> str:
+    """An evaluation text: a regular file (a FIFO or a device would block or never end), at most
+    MAX_TEXT_BYTES, decoded as UTF-8 with undecodable bytes replaced (U+FFFD) — the stated policy;
+    a text with NUL bytes is binary, not prose."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise EvaluationError(f"{path}: cannot read the evaluation text ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+            stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise EvaluationError(f"{path}: the evaluation text is {kind}; give a text file (--text)")
+    if st.st_size > MAX_TEXT_BYTES:
+        raise EvaluationError(f"{path}: the evaluation text is {human_bytes(st.st_size)}, more than the "
+                              f"{human_bytes(MAX_TEXT_BYTES)} an evaluation reads; give a shorter text")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EvaluationError(f"{path}: cannot read the evaluation text ({exc.strerror or exc})") from None
+    if b"\x00" in raw:
+        raise EvaluationError(f"{path}: the evaluation text holds NUL bytes — a binary file, not text")
+    return raw.decode("utf-8", errors="replace")
+
+
 def _transformers():
     try:
         import transformers
@@ -81,13 +110,7 @@ class HFEvaluator:
         self.folder = Path(folder)
         self._open(_transformers())
         self.device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        if text is None:
-            self.text, self.text_source = default_text()
-        else:
-            try:
-                self.text, self.text_source = Path(text).read_text(errors="replace"), str(text)
-            except OSError as exc:
-                raise EvaluationError(f"{text}: cannot read the evaluation text ({exc.strerror or exc})") from None
+        self.text, self.text_source = default_text() if text is None else (read_text(Path(text)), str(text))
         self._ref = None  # the original's outputs (set_reference)
 
     def _open(self, tf) -> None:
