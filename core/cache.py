@@ -155,7 +155,7 @@ class SpectrumCache:
                                      "such entries are recomputed, never trusted"), stacklevel=3)
 
     def _alias_path(self, fingerprint: str) -> Path:
-        h = hashlib.sha256(fingerprint.encode()).hexdigest()
+        h = hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest()  # any file name
         return self.root / "by-file" / h[:2] / f"{h}.json"
 
     def content_key_for(self, fingerprint: str) -> str | None:

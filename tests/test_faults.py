@@ -703,3 +703,36 @@ def test_evaluation_texts_that_are_not_text(tmp_path, cli, kind, message):
     code, out, err = cli("eval", DEMO_DIR / "tiny-llama", "--text", path, "--layers",
                          "model.layers.0.mlp.up_proj.weight", "--format", "json", "--no-cache")
     assert code == 5 and out == "" and message in err, err
+
+
+def test_a_file_name_that_is_not_utf8_is_exact_in_json_escaped_in_tables_and_cached(tmp_path, cli, monkeypatch):
+    from core.paths import DEFAULT_DEMO_MODEL
+
+    monkeypatch.setenv("RMT_TUI_CACHE_DIR", str(tmp_path / "cache"))
+    raw = os.fsencode(tmp_path) + b"/m\xff\xfe.safetensors"
+    with open(raw, "wb") as f:
+        f.write(DEFAULT_DEMO_MODEL.read_bytes())
+    name = os.fsdecode(raw)
+    code, out, err = cli("report", name, "--format", "json")
+    assert code == 0, err
+    assert os.fsencode(json.loads(out)["checkpoint"]) == raw  # exact: the same bytes come back
+    code, out, _ = cli("report", name)  # the table (and the warm cache: the same file again)
+    assert code == 0 and "m\\udcff\\udcfe.safe" in out  # escaped (the 80-column title wraps the rest)
+
+
+@pytest.mark.parametrize("where", ["shard", "file"])
+def test_link_loops_are_named_not_a_traceback(tmp_path, cli, where):
+    loop_a, loop_b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    if where == "shard":
+        folder = tmp_path / "model"
+        folder.mkdir()
+        (folder / "x.safetensors").symlink_to(folder / "y.safetensors")
+        (folder / "y.safetensors").symlink_to(folder / "x.safetensors")
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "x.safetensors"}}))
+        target, message = folder, "is a symbolic link that loops"
+    else:
+        target, message = loop_a, "is a symbolic link that loops or leads nowhere"
+    code, out, err = cli("report", target)
+    assert code == 3 and out == "" and message in err and "Traceback" not in err

@@ -75,8 +75,12 @@ def _check_inside(folder: Path, index: Path, shard) -> None:
     if os.path.isabs(shard) or ".." in Path(shard).parts:
         raise CheckpointError(index, f"refused: the index names a shard outside the model folder ({shard!r})",
                               "an index may only name files inside its own folder; fix or re-download it")
-    root = folder.resolve()
-    target = (folder / shard).resolve()
+    try:
+        root = folder.resolve()
+        target = (folder / shard).resolve()
+    except (RuntimeError, OSError):  # a symlink loop (Python raises RuntimeError for one)
+        raise CheckpointError(index, f"shard {shard!r} is a symbolic link that loops (it never reaches a file)",
+                              "replace the link with the shard file, or re-download the model") from None
     allowed = [root]
     if root.parent.name == "snapshots":  # <repo>/snapshots/<revision>/ → <repo>/blobs/
         allowed.append(root.parent.parent / "blobs")
@@ -125,6 +129,9 @@ def open_source(path: Path) -> Source:
     if path.is_dir():
         return _folder_source(path)
     if not path.exists():
+        if path.is_symlink():
+            raise CheckpointError(path, "is a symbolic link that loops or leads nowhere",
+                                  "point it at the checkpoint file, or give the file's own path")
         raise CheckpointError(path, "no such file or folder", "check the path")
     with open_bytes(path) as f:
         head = f.read(9)
