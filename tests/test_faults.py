@@ -736,3 +736,56 @@ def test_link_loops_are_named_not_a_traceback(tmp_path, cli, where):
         target, message = loop_a, "is a symbolic link that loops or leads nowhere"
     code, out, err = cli("report", target)
     assert code == 3 and out == "" and message in err and "Traceback" not in err
+
+
+def _lying_lm(tmp_path, **changes):
+    import shutil
+
+    from core.paths import DEMO_DIR
+
+    folder = tmp_path / "lm"
+    if not folder.exists():
+        shutil.copytree(DEMO_DIR / "tiny-llama", folder)
+    cfg = json.loads((DEMO_DIR / "tiny-llama" / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.parametrize("changes, code, message", [
+    ({"num_hidden_layers": 1_000_000}, 7, "the model config.json describes"),
+    ({"vocab_size": "big"}, 5, "vocab_size = 'big': must be a positive integer"),
+    ({"num_attention_heads": 0}, 5, "num_attention_heads = 0: must be a positive integer"),
+    ({"num_attention_heads": 5, "head_dim": None}, 5, "must divide hidden_size = 64"),
+    ({"architectures": "LlamaForCausalLM"}, 5, "architectures = 'LlamaForCausalLM': must be a list"),
+    ({"model_type": ["llama"]}, 5, "model_type = ['llama']: must be a string"),
+])
+def test_a_lying_model_config_is_refused_before_anything_is_built(tmp_path, cli, changes, code, message):
+    folder = _lying_lm(tmp_path, **changes)
+    got, out, err = cli("eval", folder, "--layers", "model.layers.0.mlp.up_proj.weight", "--format", "json",
+                        "--no-cache")
+    assert got == code and out == "" and message in err and "Traceback" not in err, err
+
+
+def test_a_tokenizer_json_of_the_wrong_shape_is_refused(tmp_path, cli):
+    folder = _lying_lm(tmp_path)
+    (folder / "tokenizer.json").write_text(json.dumps({"model": ["not", "a", "tokenizer"]}))
+    got, out, err = cli("eval", folder, "--layers", "model.layers.0.mlp.up_proj.weight", "--no-cache")
+    assert got == 5 and "not a tokenizer" in err
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                            "intermediate_size", "architectures", "model_type", "num_key_value_heads",
+                            "max_position_embeddings", "rms_norm_eps"]),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-3, 10**9), st.floats(allow_nan=False),
+                       st.text(max_size=6), st.lists(st.integers(0, 3), max_size=2)))
+def test_fuzzed_config_json_ends_in_a_result_or_a_typed_error(tmp_path, key, value):
+    folder = _lying_lm(tmp_path, **{key: value})
+    r = subprocess.run([sys.executable, "-m", "rmt_tui.cli", "eval", str(folder), "--layers",
+                        "model.layers.0.mlp.up_proj.weight", "--format", "json", "--no-cache"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "RMT_TUI_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode in (0, 3, 5, 7) and "Traceback" not in r.stderr, (key, value, r.stderr[-600:])
+    if r.returncode == 0:
+        json.loads(r.stdout)

@@ -89,6 +89,50 @@ def read_text(path: Path) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+# config.json sizes that must be positive integers where present (the ones a model is built from).
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+         "intermediate_size", "max_position_embeddings", "head_dim", "n_embd", "n_layer", "n_head", "n_positions")
+STRINGS = ("model_type", "hidden_act", "torch_dtype", "dtype")
+
+
+def check_config(folder: Path, cfg: dict) -> None:
+    """What config.json says, checked before transformers builds anything from it: types, positive
+    sizes, a head count that divides the width, and the memory the sizes imply against what is
+    available (a config claiming a million layers is refused with both numbers, not allocated)."""
+    where = folder / "config.json"
+
+    def bad(key, what):
+        return EvaluationError(f"{where}: {key} = {cfg[key]!r:.60}: {what} — fix config.json or re-download the model")
+
+    archs = cfg.get("architectures")
+    if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
+        raise bad("architectures", "must be a list of class names")
+    for key in SIZES:
+        v = cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            raise bad(key, "must be a positive integer")
+    for key in STRINGS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise bad(key, "must be a string")
+    width, heads = cfg.get("hidden_size") or cfg.get("n_embd"), cfg.get("num_attention_heads") or cfg.get("n_head")
+    if width and heads and width % heads and not cfg.get("head_dim"):
+        raise bad("num_attention_heads", f"must divide hidden_size = {width}")
+    layers, vocab = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 0, cfg.get("vocab_size") or 0
+    inter = cfg.get("intermediate_size") or 4 * (width or 0)
+    params = (width or 0) * (2 * vocab + layers * (4 * (width or 0) + 3 * inter))
+    require_memory(2 * 4 * params, where, f"the model config.json describes (~{params:,} parameters)")
+    tok = folder / "tokenizer.json"
+    if tok.is_file():
+        try:
+            doc = json.loads(tok.read_text())
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise EvaluationError(f"{tok}: not readable JSON ({first_line(exc)}) — re-download the tokenizer") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) or not isinstance(
+                doc["model"].get("vocab", {}), (dict, list)):
+            raise EvaluationError(f"{tok}: not a tokenizer (no \"model\" object with a vocabulary) — re-download "
+                                  "the tokenizer")
+
+
 def _transformers():
     try:
         import transformers
@@ -118,6 +162,7 @@ class HFEvaluator:
         cfg = config_of(self.folder)
         if cfg is None:
             raise EvaluationError(f"{self.folder}: no readable config.json — not a Hugging Face model folder")
+        check_config(self.folder, cfg)
         if cfg.get("auto_map"):
             raise EvaluationError(f"{self.folder}: this model needs code from its own folder (auto_map in "
                                   "config.json); rmt-tui never runs a model's code — use your own --evaluator")
@@ -130,7 +175,7 @@ class HFEvaluator:
             self.config = tf.AutoConfig.from_pretrained(self.folder, local_files_only=True, trust_remote_code=False)
             self.tokenizer = tf.AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
                                                               trust_remote_code=False)
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # transformers validates configs strictly and raises many types
             raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({first_line(exc)}) — a "
                                   "folder without a tokenizer cannot be evaluated") from None
 

@@ -33,8 +33,13 @@ def _is_gguf(ckpt: Checkpoint) -> bool:
 
 
 def _hf_kind(ckpt: Checkpoint) -> str | None:
-    from core.evaluate.hf import hf_kind
+    """The HF family a folder's config.json calls for — after checking that config (a lying one is
+    an error naming the key, not a silent "no evaluator")."""
+    from core.evaluate.hf import check_config, config_of, hf_kind
 
+    cfg = config_of(ckpt.path) if ckpt.path.is_dir() else None
+    if cfg is not None:
+        check_config(ckpt.path, cfg)
     return hf_kind(ckpt.path)
 
 
