@@ -789,3 +789,25 @@ def test_fuzzed_config_json_ends_in_a_result_or_a_typed_error(tmp_path, key, val
     assert r.returncode in (0, 3, 5, 7) and "Traceback" not in r.stderr, (key, value, r.stderr[-600:])
     if r.returncode == 0:
         json.loads(r.stdout)
+
+
+def test_a_memory_mapped_pickle_cut_short_after_opening_is_refused_not_a_sigbus(tmp_path):
+    """torch.load(mmap=True) maps the file: touching a tensor of a file cut short since would be a
+    SIGBUS. The source notices the change and says so instead (in a subprocess, so that a crash
+    would show as one)."""
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.randn(512, 512), "b": torch.randn(512, 512)}, path)
+    code = f"""
+import os, sys
+from pathlib import Path
+from core.errors import CheckpointError
+from core.io.pickles import TorchSource
+src = TorchSource(Path({str(path)!r}))
+os.truncate({str(path)!r}, os.path.getsize({str(path)!r}) // 2)
+try:
+    float(src.read("b").sum())
+except CheckpointError as exc:
+    print("refused:", exc)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "changed on disk while it was open" in r.stdout, (r.returncode, r.stderr[-300:])

@@ -2,6 +2,7 @@
 a file that asks for anything else is refused with the global it wanted, before anything runs."""
 from __future__ import annotations
 
+import os
 import pickle
 import pickletools
 import re
@@ -149,6 +150,14 @@ def _tied(keys: dict[str, tuple]) -> dict[str, str]:
     return out
 
 
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 class TorchSource(Source):
     """Any other PyTorch pickle, through ``torch.load(weights_only=True)``."""
 
@@ -161,6 +170,7 @@ class TorchSource(Source):
         with open_bytes(path) as f:
             if not f.read(1):
                 raise CheckpointError(path, "empty file", "the download or copy may be incomplete")
+        self._stamp = _stamp(path)
         self._tensors = extract_state_dict(self._load(), torch.Tensor)
         if not self._tensors:
             raise CheckpointError(path, "contains no tensors: not a model checkpoint",
@@ -210,4 +220,10 @@ class TorchSource(Source):
                       for k, t in self._tensors.items() if t.numel()})
 
     def read(self, name):
+        # The tensors are memory-mapped: had the file been cut short since it was opened, touching
+        # their pages would kill the process with SIGBUS. A file that changed is refused instead.
+        if _stamp(self.path) != self._stamp:
+            raise CheckpointError(self.path, "changed on disk while it was open (size or modification time "
+                                  "differ): reading it now could crash the process",
+                                  "open it again once whatever writes it has finished")
         return self._tensors[name]
