@@ -138,18 +138,27 @@ def refuse_existing(path: Path, overwrite: bool, sources=(), folder: bool = Fals
                                "nothing was written; choose another path")
 
 
+@contextmanager
+def output_errors(path: Path, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Around an ``atomic_output`` write: the failures, as the typed errors every output reports —
+    someone created the file meanwhile (OutputExistsError), or it cannot be written (disk full,
+    read-only, permissions: OutputWriteError; ``also``: a writer library's own error types)."""
+    try:
+        yield
+    except FileExistsError:
+        raise OutputExistsError(f"{path}: was created while this was being written — nothing was replaced; "
+                                "choose another output path or pass --force") from None
+    except (OSError, *also) as exc:
+        why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+        raise OutputWriteError(f"{path}: cannot be written ({why}) — nothing was written; free some space, or "
+                               "choose a folder you can write to") from None
+
+
 def write_text_output(path: str | Path, text: str, overwrite: bool = False) -> Path:
     """A small output file (JSON), written atomically; never over an existing file unless asked.
     Failures end in OutputExistsError / OutputWriteError with nothing left behind."""
     path = Path(path)
     refuse_existing(path, overwrite)
-    try:
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            tmp.write_text(text)
-    except FileExistsError:
-        raise OutputExistsError(f"{path}: was created while this was being written — nothing was replaced; "
-                                "choose another output path or pass --force") from None
-    except OSError as exc:
-        raise OutputWriteError(f"{path}: cannot be written ({exc.strerror or exc}) — nothing was written; free "
-                               "some space, or choose a folder you can write to") from None
+    with output_errors(path), atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
     return path

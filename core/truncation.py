@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.errors import OutputExistsError, OutputWriteError, UsageError
+from core.errors import UsageError
 from core.io.checkpoint import Checkpoint
 from core.io.layers import Layer, matrix_view
-from core.paths import atomic_output, refuse_existing, remove_stale_temps
+from core.paths import atomic_output, output_errors, refuse_existing, remove_stale_temps
 from core.progress import check
 from core.rmt.cosines import theta_hat
 from core.rmt.spectrum import MatrixShape, as_float_matrix
@@ -164,14 +164,6 @@ def export_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, meta
         tensors[k] = v.clone() if ptr in seen and v.numel() else v
         seen.add(ptr)
     remove_stale_temps(path.parent, path.name)  # what an earlier, killed export left behind
-    try:
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
-    except FileExistsError:
-        raise OutputExistsError(f"{path}: was created while this was being written — nothing was replaced; "
-                                "choose another output path or pass --force") from None
-    except (OSError, SafetensorError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
-        raise OutputWriteError(f"{path}: cannot be written ({why}) — nothing was written; free some space, or "
-                               "choose a folder you can write to") from None
+    with output_errors(path, (SafetensorError,)), atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
     return path

@@ -300,8 +300,8 @@ def export_gguf(source: Path, replaced: dict[str, np.ndarray], out: Path, metada
     written as its own type when plain (F32/F16/BF16) and as Q8_0 when quantised (``out_type``
     "auto"), or as ``out_type``. ``metadata`` adds string keys (provenance). Atomic, as every
     output: a temporary file renamed into place."""
-    from core.errors import OutputExistsError, OutputWriteError
-    from core.paths import atomic_output, refuse_existing
+    from core.errors import OutputWriteError
+    from core.paths import atomic_output, output_errors, refuse_existing
 
     gg = gguf_module()
     if gg is None:
@@ -315,39 +315,32 @@ def export_gguf(source: Path, replaced: dict[str, np.ndarray], out: Path, metada
     refuse_existing(out, overwrite)
     reader = gg.GGUFReader(str(source))
     arch = reader.fields["general.architecture"].contents()
-    try:
-        with atomic_output(out, overwrite=overwrite) as tmp:
-            w = gg.GGUFWriter(str(tmp), arch)
-            for name, field in reader.fields.items():
-                if name.startswith("GGUF.") or name == "general.architecture":
-                    continue  # the writer's own header fields
-                if name == "general.alignment":
-                    w.add_custom_alignment(int(field.contents()))
-                    continue
-                sub = field.types[-1] if field.types[0] == V.ARRAY else None
-                w.add_key_value(name, field.contents(), field.types[0], sub_type=sub)
-            for key, value in metadata.items():
-                w.add_key_value(key, str(value), V.STRING)
-            for t in reader.tensors:
-                if t.name not in replaced:
-                    w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
-                    continue
-                qtype = chosen.get(out_type) or (t.tensor_type if t.tensor_type in plain else Q.Q8_0)
-                a = np.ascontiguousarray(replaced[t.name], dtype=np.float32)
-                if qtype == Q.F32:
-                    w.add_tensor(t.name, a)
-                elif qtype == Q.F16:
-                    w.add_tensor(t.name, a.astype(np.float16))
-                else:
-                    w.add_tensor(t.name, quantize(a, qtype), raw_dtype=qtype)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_tensors_to_file()
-            w.close()
-    except FileExistsError:
-        raise OutputExistsError(f"{out}: was created while this was being written — nothing was replaced; "
-                                "choose another output path or pass --force") from None
-    except OSError as exc:
-        raise OutputWriteError(f"{out}: cannot be written ({exc.strerror or exc}) — nothing was written; free "
-                               "some space, or choose a folder you can write to") from None
+    with output_errors(out), atomic_output(out, overwrite=overwrite) as tmp:
+        w = gg.GGUFWriter(str(tmp), arch)
+        for name, field in reader.fields.items():
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue  # the writer's own header fields
+            if name == "general.alignment":
+                w.add_custom_alignment(int(field.contents()))
+                continue
+            sub = field.types[-1] if field.types[0] == V.ARRAY else None
+            w.add_key_value(name, field.contents(), field.types[0], sub_type=sub)
+        for key, value in metadata.items():
+            w.add_key_value(key, str(value), V.STRING)
+        for t in reader.tensors:
+            if t.name not in replaced:
+                w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+                continue
+            qtype = chosen.get(out_type) or (t.tensor_type if t.tensor_type in plain else Q.Q8_0)
+            a = np.ascontiguousarray(replaced[t.name], dtype=np.float32)
+            if qtype == Q.F32:
+                w.add_tensor(t.name, a)
+            elif qtype == Q.F16:
+                w.add_tensor(t.name, a.astype(np.float16))
+            else:
+                w.add_tensor(t.name, quantize(a, qtype), raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
     return out
