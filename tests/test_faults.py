@@ -811,3 +811,26 @@ except CheckpointError as exc:
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "changed on disk while it was open" in r.stdout, (r.returncode, r.stderr[-300:])
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["model", "added_tokens", "pre_tokenizer", "normalizer", "decoder", "post_processor"]),
+       inner=st.sampled_from([None, "vocab", "merges", "type"]),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=4),
+                       st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                                                max_size=1)))
+def test_fuzzed_tokenizer_json_ends_in_a_result_or_a_typed_error(tmp_path, key, inner, value):
+    folder = _lying_lm(tmp_path)
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    if inner is not None and isinstance(tok.get(key), dict):
+        tok[key][inner] = value
+    else:
+        tok[key] = value
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    r = subprocess.run([sys.executable, "-m", "rmt_tui.cli", "eval", str(folder), "--layers",
+                        "model.layers.0.mlp.up_proj.weight", "--format", "json", "--no-cache"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "RMT_TUI_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode in (0, 5) and "Traceback" not in r.stderr, (key, inner, value, r.stderr[-600:])
+    if r.returncode == 0:
+        json.loads(r.stdout)

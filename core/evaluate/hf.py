@@ -176,8 +176,9 @@ class HFEvaluator:
             self.tokenizer = tf.AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
                                                               trust_remote_code=False)
         except Exception as exc:  # transformers validates configs strictly and raises many types
-            raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({first_line(exc)}) — a "
-                                  "folder without a tokenizer cannot be evaluated") from None
+            raise EvaluationError(f"{self.folder}: cannot load its config or tokenizer ({first_line(exc)}) — "
+                                  "fix or re-download config.json and the tokenizer files; a folder without a "
+                                  "working tokenizer cannot be evaluated") from None
 
     def _hf_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The state dict under the names the library loads (a GGUF's are translated)."""
