@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
@@ -25,13 +24,14 @@ from .panel import ResultsPanel
 from .plots import COMPARE_VIEWS, VIEW_TITLES
 from .screens import ConfirmQuit, FindScreen, OpenScreen, SensitivityScreen
 from .session import ALL_LAYERS, Job, LayerKey, Opened, Session
+from .several import SeveralCheckpoints
 from .widgets import Compared, LayerTree, LeanFooter, SpectrumPlot
 from .workers import JOB_GROUPS, JobWorkers
 
 NARROW = 110  # below this many columns the results panel moves under the plot
 
 
-class RmtApp(JobWorkers, KeyBindings, App):
+class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
     TITLE = "rmt-tui"
     # What is on screen follows these: setting one redraws what depends on it.
     selected: reactive[LayerKey | None] = reactive(None, init=False)
@@ -182,21 +182,6 @@ class RmtApp(JobWorkers, KeyBindings, App):
         self._theme_saved = theme
         self._say(f"theme {theme} saved in {self.theme_file}", timeout=4)
 
-    def set_options(self, options: AnalysisOptions) -> None:
-        """New analysis options (from the palette): what was computed with the old ones is
-        forgotten, the tree's marks cleared, and the selected layer analysed again."""
-        self.action_cancel()
-        self.options = options
-        self.session.forget_results()
-        tree = self.query_one(LayerTree)
-        for key in tree.leaves:
-            tree.update_leaf(key, self.session.layer(key), None)
-        flags = [f for f, on in (("noise", options.noise), ("equalised", options.equalise)) if on]
-        self._say(f"methods: {', '.join(options.methods)}; cosines {options.cosines}"
-                  + (f"; {', '.join(flags)}" if flags else ""), timeout=4)
-        if self.selected is not None:
-            self.select(self.selected, force=True)
-
     def watch_selected(self) -> None:
         self._refresh_selection()
 
@@ -238,92 +223,7 @@ class RmtApp(JobWorkers, KeyBindings, App):
         self._refresh_footer()
 
     # ------------------------------------------------------------------------------- jobs
-    # ------------------------------------------------------------------------------- several checkpoints
-    def _compared(self, key: LayerKey) -> Compared | None:
-        """The selected layer in every open checkpoint; the previous object when nothing changed
-        (so the plot keeps its drawings)."""
-        if len(self.session.opened) < 2:
-            return None
-        keys = self.session.matched(key)
-        results = [self.session.result(k) if k is not None else None for k in keys]
-        c = Compared(self.session.labels, tuple(r.analysis if r is not None and r.reason is None else None
-                                                for r in results), sum(k is None for k in keys))
-        if c != self._last_compared:
-            self._last_compared = c
-        return self._last_compared
-
-    def _analyse_matched(self, key: LayerKey) -> None:
-        """Analyse the selected layer's matches in the other checkpoints (those not analysed yet)."""
-        todo = self.session.unanalysed_matches(key)
-        if todo and "compare" not in self.session.jobs:
-            self._analyse_keys(self._begin("compare", f"compare {key.name}"), todo)
-
-    def _compute_delta(self, key: LayerKey) -> None:
-        base_key = self.session.base_key(key)
-        if base_key is not None and self.session.delta(key) is None:
-            self._delta_of(self._begin("delta", f"delta {key.name}"), self.session.base, base_key, key)
-
-    def _needs_checkpoints(self, n: int = 2) -> bool:
-        if len(self.session.opened) >= n:
-            return True
-        self._say("open another checkpoint first (o, or give several paths)", severity="warning")
-        return False
-
-    def _set_view(self, view: str) -> None:
-        self.query_one(SpectrumPlot).set_view(view)
-        self._say(f"view: {VIEW_TITLES[view]}", timeout=2)
-        self._refresh_selection()
-
-    def action_compare(self) -> None:
-        if self._needs_checkpoints():
-            view = self.query_one(SpectrumPlot).view
-            self._set_view("compare-values" if view == "compare-density" else "compare-density")
-
-    def action_trajectory(self) -> None:
-        if self._needs_checkpoints():
-            self._set_view("trajectory")
-
-    def action_normalise(self) -> None:
-        plot = self.query_one(SpectrumPlot)
-        plot.normalise = not plot.normalise
-        plot.refresh()
-        self._say("overlays: " + ("s / s₊ (each checkpoint's own fitted edge)" if plot.normalise else "raw s"),
-                  timeout=2)
-
-    def action_mark_base(self) -> None:
-        if self.selected is None or not self._needs_checkpoints():
-            return
-        ckpt = self.selected.ckpt
-        self.session.toggle_base(ckpt)
-        self._refresh_titles()
-        if self.session.base is None:
-            self._say("no base: deltas are off")
-        else:
-            self._say(f"base: {self.session.opened[ckpt].path.name} — select the layer in another checkpoint and "
-                      "press d for ΔW (one lineage only: independent runs have permuted units)")
-        self._refresh_selection()
-
-    def action_delta(self) -> None:
-        key = self.selected
-        if key is None:
-            return
-        if self.session.base is None:
-            self._say("mark a base checkpoint first: select one of its layers and press b", severity="warning")
-        elif key.ckpt == self.session.base:
-            self._say("this is the base: select the layer in another checkpoint", severity="warning")
-        else:
-            self._set_view("delta")
-
-    def action_grid(self) -> None:
-        if not self._needs_checkpoints():
-            return
-
-        def done(key: LayerKey | None) -> None:
-            if key is not None:
-                self.query_one(LayerTree).reveal(key)
-
-        self.push_screen(GridScreen(self.session, self.options.methods, self.action_analyse_all), done)
-
+    # (the worker methods are in workers.py; the several-checkpoint actions in several.py)
     def action_analyse_all(self) -> None:
         todo = self.session.unanalysed()
         if not todo:
@@ -427,35 +327,6 @@ class RmtApp(JobWorkers, KeyBindings, App):
         self.last_error = message  # watch_last_error redraws the panel
 
     # ------------------------------------------------------------------------------- other actions
-    def action_export(self) -> None:
-        """The plot on screen as a PNG figure in the current folder (a new file each time)."""
-        key, plot = self.selected, self.query_one(SpectrumPlot)
-        result = self.session.result(key) if key is not None else None
-        if result is None or result.analysis is None or result.reason is not None:
-            self._say("select an analysed layer first", severity="warning")
-            return
-        o = self.session.opened[key.ckpt]
-        sweep, delta = o.sweeps.get(key.name), self.session.delta(key)
-        if (plot.view == "sweep" and sweep is None) or (plot.view == "delta" and (delta is None or delta.analysis
-                                                                                  is None)):
-            self._say(f"nothing to export yet in the {plot.view} view", severity="warning")
-            return
-        self._export(plot.view, o.path.name, key.name, result.analysis, sweep, plot.compare, delta)
-
-    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def _export(self, view, ckpt_name, layer, analysis, sweep, compared, delta) -> None:
-        """matplotlib loads on this thread, not the UI's (about a second the first time)."""
-        from . import figures
-
-        try:
-            draw, caption = figures.figure_of_view(view, f"{ckpt_name}: {layer}", analysis, sweep, compared, delta)
-            out = figures.free_name(Path.cwd(), f"rmt-tui-{Path(ckpt_name).stem}-{layer}-{view}")
-            figures.save(draw, out, caption=caption)
-        except RmtError as exc:
-            self.call_from_thread(self._error, str(exc))
-            return
-        self.call_from_thread(self._say, f"figure: {out}", title="exported", timeout=8)
-
     def action_cycle_view(self) -> None:
         view = self.query_one(SpectrumPlot).cycle()
         self._say(f"view: {VIEW_TITLES[view]}", timeout=2)

@@ -8,6 +8,7 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from core.scan import AnalysisOptions
 from core.text import printable
 
 from .grid import GridScreen
@@ -139,3 +140,18 @@ class KeyBindings:
             if kind != o.cosines:
                 yield SystemCommand(f"Avew cosines: {kind}", f"now: {o.cosines}",
                                     lambda k=kind: self.set_options(replace(self.options, cosines=k)))
+
+    def set_options(self, options: AnalysisOptions) -> None:
+        """New analysis options (from the palette): what was computed with the old ones is
+        forgotten, the tree's marks cleared, and the selected layer analysed again."""
+        self.action_cancel()
+        self.options = options
+        self.session.forget_results()
+        tree = self.query_one(LayerTree)
+        for key in tree.leaves:
+            tree.update_leaf(key, self.session.layer(key), None)
+        flags = [f for f, on in (("noise", options.noise), ("equalised", options.equalise)) if on]
+        self._say(f"methods: {', '.join(options.methods)}; cosines {options.cosines}"
+                  + (f"; {', '.join(flags)}" if flags else ""), timeout=4)
+        if self.selected is not None:
+            self.select(self.selected, force=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from textual import work
 from textual.worker import get_current_worker
@@ -24,6 +25,7 @@ from core.scan import LayerResult
 
 from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SensitivityDone, SweepDone
 from .session import Job, LayerKey, Opened
+from .widgets import SpectrumPlot
 
 # Each background job is a named worker method in its own exclusive group (a new job replaces the
 # running one of its kind); esc cancels them all.
@@ -156,3 +158,32 @@ class JobWorkers:
             rep = self.evaluation_process.call(req, job.token, job.progress)
             if self._live(job):
                 self.post_message(SweepDone(key, rep))
+
+    def action_export(self) -> None:
+        """The plot on screen as a PNG figure in the current folder (a new file each time)."""
+        key, plot = self.selected, self.query_one(SpectrumPlot)
+        result = self.session.result(key) if key is not None else None
+        if result is None or result.analysis is None or result.reason is not None:
+            self._say("select an analysed layer first", severity="warning")
+            return
+        o = self.session.opened[key.ckpt]
+        sweep, delta = o.sweeps.get(key.name), self.session.delta(key)
+        if (plot.view == "sweep" and sweep is None) or (plot.view == "delta" and (delta is None or delta.analysis
+                                                                                  is None)):
+            self._say(f"nothing to export yet in the {plot.view} view", severity="warning")
+            return
+        self._export(plot.view, o.path.name, key.name, result.analysis, sweep, plot.compare, delta)
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def _export(self, view, ckpt_name, layer, analysis, sweep, compared, delta) -> None:
+        """matplotlib loads on this thread, not the UI's (about a second the first time)."""
+        from . import figures
+
+        try:
+            draw, caption = figures.figure_of_view(view, f"{ckpt_name}: {layer}", analysis, sweep, compared, delta)
+            out = figures.free_name(Path.cwd(), f"rmt-tui-{Path(ckpt_name).stem}-{layer}-{view}")
+            figures.save(draw, out, caption=caption)
+        except RmtError as exc:
+            self.call_from_thread(self._error, str(exc))
+            return
+        self.call_from_thread(self._say, f"figure: {out}", title="exported", timeout=8)
