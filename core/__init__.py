@@ -39,16 +39,10 @@ except PackageNotFoundError:  # a source tree that was never installed
 def _options(methods: Sequence[str] | None, params: dict | None, use_cache: bool):
     """Analysis options (None: the default methods, BEMA and broadening); a bad name or value is a
     UsageError that says what is allowed."""
-    from core.errors import UsageError
     from core.rmt.methods import DEFAULT_METHODS
     from core.scan import AnalysisOptions
 
-    opts = AnalysisOptions.make(tuple(methods or DEFAULT_METHODS), params, use_cache=use_cache)
-    try:
-        opts.method_objects()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return opts
+    return AnalysisOptions.make(tuple(methods or DEFAULT_METHODS), params, use_cache=use_cache).checked()
 
 
 def open_checkpoint(path: str | Path, conv_view: str = "reshape") -> Checkpoint:

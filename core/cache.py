@@ -18,7 +18,8 @@ import numpy as np
 
 from core.errors import RmtWarning
 from core.paths import atomic_output, cache_dir, remove_stale_temps
-from core.rmt.analysis import MatrixAnalysis, MethodResult
+from core.rmt.analysis import COSINES_USED, MatrixAnalysis, MethodResult
+from core.rmt.noise import MODELS as NOISE_MODELS
 from core.rmt.noise import NoiseDiagnosis
 from core.rmt.spectrum import MatrixShape
 
@@ -74,7 +75,7 @@ def invalid_entry(doc: dict, shape: MatrixShape) -> str | None:
     if noise is not None:
         ev = noise.get("evidence") if isinstance(noise, dict) else None
         if not isinstance(ev, dict) or set(ev) != {"ks_raw", "ks_equalised", "shuffle_edge_ratio"} or \
-                noise.get("model") not in (None, "mp", "heteroscedastic", "correlated", "heavy-tailed") or \
+                noise.get("model") not in (None, *NOISE_MODELS) or \
                 not all(v is None or _number(v, 0) for v in ev.values()):
             return "noise"
     methods = doc.get("methods")
@@ -93,7 +94,7 @@ def invalid_entry(doc: dict, shape: MatrixShape) -> str | None:
         if (r["reason"] is None) != (r["rank"] is not None and r["threshold"] is not None) or (
                 r["reason"] is not None and any(r[f] is not None for f in checks)):
             return f"methods.{name}: numbers and reason disagree"
-        if bad or r["cosines"] not in (None, "mp", "empirical") or not isinstance(r["diagnostics"], dict) or \
+        if bad or r["cosines"] not in (None, *COSINES_USED) or not isinstance(r["diagnostics"], dict) or \
                 not (r["reason"] is None or isinstance(r["reason"], str)):
             return f"methods.{name}.{bad[0] if bad else 'cosines, diagnostics or reason'}"
     return None  # cache folders whose dead writers' temporary files this process removed

@@ -58,6 +58,17 @@ class AnalysisOptions:
     def method_objects(self):
         return _method_objects(self.methods, self.params)
 
+    def checked(self) -> AnalysisOptions:
+        """These options, once every method accepts its parameters (else a UsageError naming the
+        parameter, its flag and the allowed range)."""
+        from core.errors import UsageError
+
+        try:
+            self.method_objects()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return self
+
 
 def select_layers(ckpt: Checkpoint, patterns: Iterable[str] | None = None) -> list[Layer]:
     """Layers whose name (or stored tensor name) matches any glob; all when no pattern is given."""

@@ -53,6 +53,7 @@ EPILOG = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXI
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    from core.rmt.analysis import COSINES
     from core.rmt.methods import DEFAULT_METHODS, METHODS
 
     g = p.add_argument_group("analysis")
@@ -66,7 +67,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
                                                                      else ""))
     g.add_argument("--weighting", choices=("uniform", "sv"), default="uniform",
                    help="Avew weights (default: %(default)s)")
-    g.add_argument("--cosines", choices=("mp", "empirical", "auto"), default="mp",
+    g.add_argument("--cosines", choices=COSINES, default="mp",
                    help="Avew's cosines from the MP formula, from the empirical D-transform of the bulk below "
                         "each method's cut, or empirical where the MP fit is poor (default: %(default)s)")
     g.add_argument("--equalise", action="store_true",
@@ -109,6 +110,7 @@ def _add_config_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.io.gguf import GGUF_OUT_TYPES
     from core.rmt.methods import DEFAULT_METHODS, METHODS
 
     ap = argparse.ArgumentParser(prog="rmt-tui", description="Signal and noise in neural-network weights: "
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                     help="a .safetensors file, or for a GGUF source a .gguf (every metadata key, tensor name and "
                          "order kept, so llama.cpp runs it)")
-    tr.add_argument("--gguf-type", choices=("auto", "f32", "f16", "bf16", "q8_0"), default="auto",
+    tr.add_argument("--gguf-type", choices=GGUF_OUT_TYPES, default="auto",
                     help="for a .gguf output, the truncated tensors' type; auto: their own when plain, else Q8_0 "
                          "(default: %(default)s)")
     tr.add_argument("--force", action="store_true", help="replace OUT if it exists")

@@ -34,15 +34,10 @@ def analysis_options(args, resolve_auto: bool = True):
     if unknown or not methods:
         raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'!r}; choose from {', '.join(METHODS)}")
     params = {m: {prm.name: getattr(args, prm.dest) for prm in METHODS[m].params} for m in methods}
-    opts = AnalysisOptions.make(methods, params, weighting=args.weighting,
+    return AnalysisOptions.make(methods, params, weighting=args.weighting,
                                 device=resolve_device(args.device) if resolve_auto or args.device != "auto" else "auto",
                                 use_cache=not args.no_cache, cosines=args.cosines, equalise=args.equalise,
-                                noise=args.noise)
-    try:
-        opts.method_objects()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return opts
+                                noise=args.noise).checked()
 
 
 def options_record(args, opts) -> dict:
@@ -316,7 +311,7 @@ def cmd_plot(args) -> int:
     from . import figures
 
     figures.check_output(args.output)
-    figures._pyplot()  # a missing extra fails now, before any work
+    figures.pyplot()  # a missing extra fails now, before any work
     refuse_existing(args.output, args.force)
     try:
         w, h = (float(v) for v in args.size.lower().split("x"))
@@ -348,7 +343,7 @@ def cmd_plot(args) -> int:
             save(lambda ax: figures.draw_sweep(ax, rep, title))
         else:
             draw = figures.draw_histogram if args.view == "histogram" else figures.draw_values
-            save(lambda ax: draw(ax, r.analysis, title), figures._caption(r.analysis))
+            save(lambda ax: draw(ax, r.analysis, title), figures.caption(r.analysis))
     else:
         args.layers = [args.layer]
         ckpts, table, rows = open_matched(args.paths, args, ws=ws if len(args.paths) == 2 else None)
@@ -361,7 +356,7 @@ def cmd_plot(args) -> int:
             if d.analysis is None:
                 raise UsageError(f"ΔW of {args.layer!r}: {d.status} ({d.reason})")
             save(lambda ax: figures.draw_histogram(ax, d.analysis, f"ΔW = tuned − base: {args.layer}"),
-                 figures._caption(d.analysis) + f", ‖ΔW‖/‖W‖ = {d.rel_fro:.2g}")
+                 figures.caption(d.analysis) + f", ‖ΔW‖/‖W‖ = {d.rel_fro:.2g}")
         else:
             from core.compare.delta import compare_checkpoints
 

@@ -22,7 +22,7 @@ SERIES_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple",
                  "tab:gray")
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -50,7 +50,8 @@ def _legend_label(a, m: str) -> str:
     return f"{short_label(m)} τ={r.threshold:.3g} ŝ={r.rank}" + (f" Avew={r.avew:.2f}" if r.avew is not None else "")
 
 
-def _caption(a) -> str:
+def caption(a) -> str:
+    """The line under a spectrum figure: p, N, the first σ̂² and its KS."""
     first = next((m for m, r in a.methods.items() if r.ok and r.sigma2 is not None), None)
     r = a.methods[first] if first else None
     fit = f", σ̂² ({short_label(first)}) = {r.sigma2:.3g}, KS = {r.ks:.2f}" if r else ""
@@ -143,7 +144,7 @@ def figure_of_view(view: str, title: str, analysis=None, sweep=None, compared=No
     """(draw, caption) of one app view: the same record the terminal plot draws."""
     if view in ("histogram", "values"):
         draw = draw_histogram if view == "histogram" else draw_values
-        return (lambda ax: draw(ax, analysis, title)), _caption(analysis)
+        return (lambda ax: draw(ax, analysis, title)), caption(analysis)
     if view == "sweep":
         return (lambda ax: draw_sweep(ax, sweep, title)), None
     if view in ("compare-density", "compare-values"):
@@ -151,7 +152,7 @@ def figure_of_view(view: str, title: str, analysis=None, sweep=None, compared=No
     if view == "trajectory":
         return (lambda ax: draw_trajectory(ax, compared.labels, compared.analyses, title)), None
     if view == "delta":
-        return (lambda ax: draw_histogram(ax, delta.analysis, f"ΔW: {title}")), _caption(delta.analysis)
+        return (lambda ax: draw_histogram(ax, delta.analysis, f"ΔW: {title}")), caption(delta.analysis)
     raise UsageError(f"no figure for the {view!r} view")
 
 
@@ -175,7 +176,7 @@ def save(draw, out: Path, size: tuple[float, float] = SIZE, dpi: int = DPI, capt
     out = Path(out)
     check_output(out)
     refuse_existing(out, overwrite)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=size, layout="constrained")
     try:
         draw(ax)

@@ -136,7 +136,9 @@ class KeyBindings:
         plot = self.query_one(SpectrumPlot)
         yield SystemCommand(f"Plot curves: {'markers' if plot.braille else 'braille (finer)'}",
                             "the MP fits drawn in braille dots, 2 × 4 per cell (with colour)", self.toggle_braille)
-        for kind in ("mp", "empirical", "auto"):
+        from core.rmt.analysis import COSINES
+
+        for kind in COSINES:
             if kind != o.cosines:
                 yield SystemCommand(f"Avew cosines: {kind}", f"now: {o.cosines}",
                                     lambda k=kind: self.set_options(replace(self.options, cosines=k)))

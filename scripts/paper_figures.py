@@ -33,7 +33,7 @@ def main() -> None:
     fc1 = next(r for r in core.analyse_checkpoint(demo) if r.layer.name == "fc1.weight")
     title = "MNIST MLP (batch size 16): fc1"
     figures.save(lambda ax: figures.draw_histogram(ax, fc1.analysis, title), out / "fig1_mp_fits.png",
-                 caption=figures._caption(fc1.analysis), overwrite=True)
+                 caption=figures.caption(fc1.analysis), overwrite=True)
     rep = jobs.sweep(jobs.SweepRequest(str(demo), fc1, ranks=tuple(range(0, 513, 16))))
     figures.save(lambda ax: figures.draw_sweep(ax, rep, title), out / "fig2_rank_sweep.png", overwrite=True)
     series = [DEMO_DIR / f"mlp_bs{bs}.safetensors" for bs in BATCH_SIZES]

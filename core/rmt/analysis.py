@@ -21,6 +21,7 @@ METHOD_FIELDS = ("sigma2", "threshold", "rank", "avew", "avew_left", "avew_right
 # Where Avew's cosines come from: the MP formula with the method's σ̂² (SPEC §5), the empirical
 # D-transform of the bulk below the method's cut (SPEC §12), or empirical where the MP fit is poor.
 COSINES = ("mp", "empirical", "auto")
+COSINES_USED = ("mp", "empirical")  # what a method's record says it used (auto resolves to one)
 
 
 @dataclass(frozen=True)
