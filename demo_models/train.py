@@ -30,6 +30,9 @@ LR = 1e-3
 SEED = 0
 
 
+CALIBRATION_IMAGES = 1000
+
+
 def accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
@@ -72,6 +75,8 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / "mnist_test.npz", images=x_te, labels=y_te.astype(np.uint8))
+    # Calibration images for whitened truncation: training images, so never among the scored ones.
+    np.savez_compressed(args.out / "mnist_calibration.npz", images=splits["train"][0][:CALIBRATION_IMAGES])
 
     xt, yt = torch.from_numpy(pixels_to_float(x_tr)), torch.from_numpy(y_tr)
     xe, ye = torch.from_numpy(pixels_to_float(x_te)), torch.from_numpy(y_te)

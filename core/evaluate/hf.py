@@ -63,7 +63,7 @@ def default_text() -> tuple[str, str]:
 MAX_TEXT_BYTES = 64 << 20  # an evaluation text beyond this is a mistake (a model file, /dev/zero), not prose
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, what: str = "evaluation text", flag: str = "--text") -> str:
     """An evaluation text: a regular file (a FIFO or a device would block or never end), at most
     MAX_TEXT_BYTES, decoded as UTF-8 with undecodable bytes replaced (U+FFFD) — the stated policy;
     a text with NUL bytes is binary, not prose."""
@@ -72,20 +72,20 @@ def read_text(path: Path) -> str:
     try:
         st = path.stat()
     except OSError as exc:
-        raise EvaluationError(f"{path}: cannot read the evaluation text ({exc.strerror or exc})") from None
+        raise EvaluationError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
             stat.S_ISBLK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise EvaluationError(f"{path}: the evaluation text is {kind}; give a text file (--text)")
+        raise EvaluationError(f"{path}: the {what} is {kind}; give a text file ({flag})")
     if st.st_size > MAX_TEXT_BYTES:
-        raise EvaluationError(f"{path}: the evaluation text is {human_bytes(st.st_size)}, more than the "
+        raise EvaluationError(f"{path}: the {what} is {human_bytes(st.st_size)}, more than the "
                               f"{human_bytes(MAX_TEXT_BYTES)} an evaluation reads; give a shorter text")
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise EvaluationError(f"{path}: cannot read the evaluation text ({exc.strerror or exc})") from None
+        raise EvaluationError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     if b"\x00" in raw:
-        raise EvaluationError(f"{path}: the evaluation text holds NUL bytes — a binary file, not text")
+        raise EvaluationError(f"{path}: the {what} holds NUL bytes — a binary file, not text")
     return raw.decode("utf-8", errors="replace")
 
 
@@ -229,6 +229,26 @@ class HFEvaluator:
         self._check_fits(state, self.working_bytes())
         with torch.no_grad():
             self._ref = self._reference(self._load(state))
+
+    def calibrate(self, state: Mapping[str, torch.Tensor], count: int | None = None, source=None):
+        """Each linear layer's input Gram matrix on calibration data disjoint from the scored data
+        (``core.calibration``), under the checkpoint's own tensor names."""
+        from core.calibration import collect, module_names
+
+        self._check_fits(state, 0)
+        model = self._load(state)
+        plan = self._calibration(count, None if source is None else Path(source))
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        names = module_names(model, state, self._rename())
+        return collect(model, names, plan.pop("batches"), plan.pop("forward")(model), stop_at=head,
+                       where=str(self.folder), **plan)
+
+    def _rename(self) -> dict[str, str] | None:
+        """Checkpoint tensor name → the model's parameter name, where they differ (a GGUF)."""
+        return None
+
+    def _calibration(self, count: int | None, source: Path | None) -> dict:
+        raise EvaluationError(f"{self.name} has no calibration data")  # pragma: no cover - each family has
 
     def __call__(self, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
         if getattr(self, "_ref", None) is None:

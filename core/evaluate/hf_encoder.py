@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from core.errors import EvaluationError
-from core.evaluate.hf import TEXT_OFFSET, HFEvaluator
+from core.evaluate.hf import TEXT_OFFSET, HFEvaluator, read_text
 from core.evaluate.outcomes import FIDELITY
 
 SENTENCES = 64
+CALIBRATION_SENTENCES = 512
+CALIBRATION_BATCH = 32
 
 
 class HFEncoder(HFEvaluator):
@@ -24,8 +26,7 @@ class HFEncoder(HFEvaluator):
 
     def __init__(self, folder, text=None, device="cpu", sentences: int = SENTENCES):
         super().__init__(folder, text, device)
-        found = [s.strip() for s in re.split(r"(?<=[.!?])\s+", self.text)
-                 if 6 <= len(s.split()) <= 45 and not s.strip().startswith(("|", "*", ">>>"))]
+        found = _sentences(self.text)
         if len(found) < sentences:
             raise EvaluationError(f"{self.text_source}: {len(found)} usable sentences (6–45 words), fewer than "
                                   f"the {sentences} needed — give a longer --text")
@@ -33,8 +34,25 @@ class HFEncoder(HFEvaluator):
         pool = found[start:]
         picked = [pool[round(i * (len(pool) - 1) / (sentences - 1))] for i in range(sentences)]
         self.where = f"{sentences} sentences of {self.text_source}"
+        self._found, self._picked = found, set(picked)  # calibration: the sentences before the scored pool first
         self.batch = self.tokenizer(picked, padding=True, truncation=True, max_length=128, return_tensors="pt")
         self.pooling = _pooling(self.folder)
+
+    def _calibration(self, count, source) -> dict:
+        """Sentences of the scored text before the scored part (or of ``source``), never one
+        that is scored, in padded batches whose padding the Gram matrices leave out."""
+        count = count or CALIBRATION_SENTENCES
+        pool = self._found if source is None else _sentences(read_text(source, "calibration text", "--calibration"))
+        where = self.text_source if source is None else str(source)
+        chosen = [s for s in pool if s not in self._picked][:count]
+        if len(chosen) < CALIBRATION_BATCH:
+            raise EvaluationError(f"{where}: {len(chosen)} calibration sentences not among the scored ones, fewer "
+                                  f"than {CALIBRATION_BATCH} — give a longer --calibration text")
+        batches = [self.tokenizer(chosen[i:i + CALIBRATION_BATCH], padding=True, truncation=True, max_length=128,
+                                  return_tensors="pt") for i in range(0, len(chosen), CALIBRATION_BATCH)]
+        return {"batches": batches, "source": where, "count": len(chosen), "unit": "samples", "disjoint": True,
+                "mask_of": lambda b: b["attention_mask"].bool(),
+                "forward": lambda model: lambda b: model(**{k: v.to(self.device) for k, v in b.items()})}
 
     def _embed(self, model) -> torch.Tensor:
         batch = {k: v.to(self.device) for k, v in self.batch.items()}
@@ -67,6 +85,12 @@ class HFEncoder(HFEvaluator):
         return {"fidelity": float(cos.mean()), "fidelity_p05": float(torch.quantile(cos, 0.05)),
                 "chance": ref["chance"], "nn_agreement": float((_nearest(sims) == ref["nn"]).double().mean()),
                 "spearman": rho}
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences of 6–45 words, not table rows, bullets or prompts."""
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)
+            if 6 <= len(s.split()) <= 45 and not s.strip().startswith(("|", "*", ">>>"))]
 
 
 def _nearest(sims: torch.Tensor) -> torch.Tensor:

@@ -77,8 +77,12 @@ def load_test_split(path: str | Path = TEST_SPLIT) -> tuple[np.ndarray, np.ndarr
                               "reinstall rmt-tui or regenerate it with demo_models/train.py") from exc
 
 
+CALIBRATION_SPLIT = DEMO_DIR / "mnist_calibration.npz"  # 1000 training images: never scored
+
+
 class MnistEvaluator(SelfContained):
-    """Test accuracy of an fc1, fc2, … ReLU MLP on the shipped MNIST test split (or its first ``limit``)."""
+    """Test accuracy of an fc1, fc2, … ReLU MLP on the shipped MNIST test split (or its first
+    ``limit``); whitened truncation calibrates on shipped training images, disjoint from it."""
 
     name = "mnist-mlp"
     primary = ACCURACY
@@ -101,3 +105,45 @@ class MnistEvaluator(SelfContained):
         with torch.no_grad():
             pred = model(self.x).argmax(1)
         return {"accuracy": float((pred == self.y).double().mean())}
+
+    def calibrate(self, state, count: int | None = None, source=None):
+        """The layers' input Gram matrices on calibration images: the shipped training images, or
+        an .npz of ``images`` (uint8 (n, 784)) given as ``source``, checked against the scored ones."""
+        import torch
+
+        from core.calibration import collect, module_names
+        from core.evaluate.mlp import mlp_from_state_dict
+
+        path = Path(source) if source is not None else CALIBRATION_SPLIT
+        images = _calibration_images(path)[:count] if count else _calibration_images(path)
+        scored = {row.tobytes() for row in (self.x.numpy() * 255).round().astype(np.uint8)}
+        disjoint = not any(row.tobytes() in scored for row in images)
+        where = f"{len(images)} MNIST training images ({path.name})" if source is None else str(path)
+        model = mlp_from_state_dict(state)
+        x = torch.from_numpy(pixels_to_float(images))
+        batches = [x[i:i + 1000] for i in range(0, len(x), 1000)]
+        return collect(model, module_names(model, state), batches, model, where=str(path),
+                       source=where, count=len(x), unit="samples", disjoint=disjoint)
+
+
+def _calibration_images(path: Path) -> np.ndarray:
+    import stat
+
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read the calibration images ({exc.strerror or exc})",
+                              "give an .npz whose 'images' array is uint8 (n, 784)") from None
+    if not regular:
+        raise CheckpointError(path, "the calibration images are not a regular file (a FIFO, a device or a folder)",
+                              "give an .npz whose 'images' array is uint8 (n, 784)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images = z["images"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"not MNIST calibration images ({exc})",
+                              "give an .npz whose 'images' array is uint8 (n, 784)") from None
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 784 or not len(images):
+        raise CheckpointError(path, f"'images' is {images.dtype} {images.shape}, not uint8 (n, 784)",
+                              "give an .npz whose 'images' array is uint8 (n, 784)")
+    return images
