@@ -132,35 +132,66 @@ def report_checkpoint(path: str | Path, methods: Sequence[str] | None = None, pa
 
 
 def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bema", mode: str = "hard",
-                        layers: Sequence[str] | None = None, overwrite: bool = False) -> dict[str, int]:
-    """Truncate layers to a method's ŝ (or ``rank:K``) and write a safetensors file.
+                        layers: Sequence[str] | None = None, overwrite: bool = False,
+                        compress: float | None = None, allocation: str = "loss", calibration: str | None = None,
+                        calibration_count: int | None = None) -> dict[str, int]:
+    """Truncate layers to a method's ŝ (or ``rank:K``, or a parameter budget) and write a
+    safetensors file.
 
     Args:
         path: the source checkpoint (never modified).
         output: the ``.safetensors`` file to write (atomically; refused if it exists unless
             ``overwrite``).
-        method: a method name (its ŝ per layer) or ``"rank:K"``.
-        mode: ``"hard"`` (keep the top singular values) or ``"shrink"`` (de-biased values).
+        method: a method name (its ŝ per layer) or ``"rank:K"``; ignored with ``compress``.
+        mode: ``"hard"`` (keep the top singular values), ``"shrink"`` (de-biased values) or
+            ``"whitened"`` (W·L's top values mapped back, SPEC §13; calibration data from the
+            checkpoint's evaluator).
+        compress: a fraction in (0, 1) of the layers' parameters to remove, ranks by ``allocation``
+            (``"loss"``, ``"uniform"`` or ``"shat"``).
+        calibration, calibration_count: the whitened mode's data (a file; tokens or samples).
 
     Returns:
         The ranks kept, layer name → k.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "small.safetensors"
+        >>> ranks = truncate_checkpoint("demo_models/tiny-llama", out, mode="whitened", compress=0.2,
+        ...                             layers=["model.layers.*"])
+        >>> all(0 < k < 64 for k in ranks.values())
+        True
     """
     from core import jobs
+    from core.calibration import CalibrationChoice
+    from core.compress import budget_plan
+    from core.evaluate.outcomes import EvaluatorChoice
+    from core.scan import select_layers
     from core.truncation import resolve_ranks
 
     ws = jobs.Workspace()
     ckpt = ws.checkpoint(path)
-    opts = _options(None if method.startswith("rank:") else [method], None, True)
-    results = [r for r in analyse_checkpoint(ckpt, opts.methods, layers=layers) if r.layer.analysable]
-    plan = resolve_ranks(method, results)
-    sigma2 = jobs.shrink_variances(method, results, plan, opts) if mode == "shrink" else {}
-    jobs.truncate(jobs.TruncateRequest(str(path), plan, Path(output), method, mode, sigma2, overwrite), ws=ws)
+    cal, choice = CalibrationChoice(calibration, calibration_count), EvaluatorChoice()
+    if compress is not None:
+        names = [x.name for x in select_layers(ckpt, layers) if x.analysable]
+        fed = ws.whitening(path, "reshape", choice, cal, names)[0] if mode == "whitened" else {}
+        shat = jobs.shat_of(analyse_checkpoint(ckpt, [method], layers=layers), method) if allocation == "shat" else None
+        alloc = budget_plan(ckpt, names, compress, mode, allocation, fed, shat)
+        plan = {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
+        method, sigma2 = f"compress:{compress:.0%}:{allocation}", {}
+    else:
+        opts = _options(None if method.startswith("rank:") else [method], None, True)
+        results = [r for r in analyse_checkpoint(ckpt, opts.methods, layers=layers) if r.layer.analysable]
+        plan = resolve_ranks(method, results)
+        sigma2 = jobs.shrink_variances(method, results, plan, opts) if mode == "shrink" else {}
+    jobs.truncate(jobs.TruncateRequest(str(path), plan, Path(output), method, mode, sigma2, overwrite,
+                                       evaluator=choice, calibration=cal), ws=ws)
     return plan
 
 
 def evaluate_checkpoint(path: str | Path, methods: Sequence[str] | None = None, evaluator: str | None = None,
                         layers: Sequence[str] | None = None, mode: str = "hard", text: str | None = None,
-                        device: str = "cpu") -> EvalReport:
+                        device: str = "cpu", calibration: str | None = None,
+                        calibration_count: int | None = None) -> EvalReport:
     """Truncate every selected layer to each method's ŝ and evaluate, beside the original.
 
     Args:
@@ -168,19 +199,57 @@ def evaluate_checkpoint(path: str | Path, methods: Sequence[str] | None = None, 
             Face folders and GGUF: the label-free ``hf-causal-lm`` / ``hf-encoder``), a built-in
             name, or your own ``FILE.py`` / ``module:function`` (this runs your code).
         text: the evaluation text for the Hugging Face evaluators.
+        mode: ``"hard"``, ``"shrink"`` or ``"whitened"`` (``calibration``, ``calibration_count``:
+            its data, as ``truncate_checkpoint``).
 
     Returns:
         An ``EvalReport``: ``.baseline`` (metrics of the original), ``.outcomes[method]`` with its
         ``metrics``, ``ranks`` and ``params_saved``, and ``.primary`` (the metric that matters).
     """
     from core import jobs
+    from core.calibration import CalibrationChoice
     from core.evaluate.outcomes import EvaluatorChoice
 
     ws = jobs.Workspace()
     results = analyse_checkpoint(ws.checkpoint(path), methods, layers=layers)
     req = jobs.EvaluateRequest(str(path), tuple(results), EvaluatorChoice(evaluator, text, device),
-                               _options(methods, None, True).methods, mode)
+                               _options(methods, None, True).methods, mode, "reshape",
+                               CalibrationChoice(calibration, calibration_count))
     return jobs.evaluate(req, ws=ws)
+
+
+def compress_checkpoint(path: str | Path, target: float, modes: Sequence[str] = ("hard", "whitened"),
+                        allocation: str = "loss", layers: Sequence[str] | None = None, evaluator: str | None = None,
+                        text: str | None = None, calibration: str | None = None, calibration_count: int | None = None,
+                        device: str = "cpu"):
+    """Remove ``target`` (a fraction in (0, 1)) of the selected layers' stored parameters in each
+    of ``modes``, at the same budget, and evaluate (what ``eval --compress`` prints).
+
+    Returns:
+        A ``CompressReport``: ``.baseline``, ``.outcomes[mode]`` with ``.allocation`` (ranks,
+        achieved, params_saved), ``.metrics`` and ``.fallback`` (layers truncated hard), and
+        ``.calibration`` (source, tokens or samples, disjoint).
+
+    Example:
+        >>> rep = compress_checkpoint("demo_models/tiny-llama", 0.2, layers=["model.layers.*"])
+        >>> rep.outcomes["whitened"].metrics["kl"] < rep.outcomes["hard"].metrics["kl"]
+        True
+    """
+    from core import jobs
+    from core.calibration import CalibrationChoice
+    from core.compress import parse_target
+    from core.evaluate.outcomes import EvaluatorChoice
+    from core.scan import LayerResult, select_layers
+
+    parse_target(target * 100)
+    ws = jobs.Workspace()
+    ckpt = ws.checkpoint(path)
+    results = (tuple(analyse_checkpoint(ckpt, None, layers=layers)) if allocation == "shat" else
+               tuple(LayerResult(x, None) for x in select_layers(ckpt, layers) if x.analysable))
+    req = jobs.CompressRequest(str(path), results, EvaluatorChoice(evaluator, text, device),
+                               calibration=CalibrationChoice(calibration, calibration_count), target=target,
+                               modes=tuple(modes), rule=allocation)
+    return jobs.compress(req, ws=ws)
 
 
 def compare_checkpoints(paths: Sequence[str | Path], methods: Sequence[str] | None = None,
@@ -226,4 +295,5 @@ def delta_checkpoints(base: str | Path, tuned: str | Path, methods: Sequence[str
 
 
 __all__ = ["__version__", "open_checkpoint", "analyse_matrix", "analyse_checkpoint", "report_checkpoint",
-           "truncate_checkpoint", "evaluate_checkpoint", "compare_checkpoints", "delta_checkpoints"]
+           "compress_checkpoint", "truncate_checkpoint", "evaluate_checkpoint", "compare_checkpoints",
+           "delta_checkpoints"]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.errors import RmtError, UsageError
+from core.calibration import CalibrationChoice
+from core.errors import EvaluationError, RmtError, UsageError
 from core.evaluate.outcomes import EvalReport, EvaluatorChoice, SensitivityReport, SweepReport
 from core.progress import CancelToken, Progress
 from core.rmt.methods import DEFAULT_METHODS
@@ -31,6 +32,7 @@ class Workspace:
         self.evaluators: dict[tuple[str, EvaluatorChoice], tuple[str, Any]] = {}  # → (name, evaluator)
         self.pairs: dict[tuple[str, str, str], Any] = {}  # (base, tuned, view) → MatchTable
         self.executors: dict[tuple, Any] = {}  # make_executor's arguments → a started executor
+        self.calibrations: dict[tuple, Any] = {}  # (path, EvaluatorChoice, CalibrationChoice) → Calibration
 
     def checkpoint(self, path: str | Path, conv_view: str = "reshape"):
         from core.io.checkpoint import open_checkpoint
@@ -48,6 +50,32 @@ class Workspace:
         if key not in self.evaluators:
             self.evaluators[key] = choose_evaluator(self.checkpoint(path, conv_view), choice)
         return self.evaluators[key]
+
+    def calibration(self, path: str | Path, conv_view: str, choice: EvaluatorChoice, cal: CalibrationChoice):
+        """The checkpoint's calibration Gram matrices (collected once per evaluator and data)."""
+        key = (str(path), choice, cal)
+        if key not in self.calibrations:
+            try:
+                name, evaluator = self.evaluator(path, conv_view, choice)
+            except EvaluationError as exc:
+                raise EvaluationError(f"whitened truncation needs calibration data, which come from an evaluator "
+                                      f"that can run the model: {exc}") from None
+            if not callable(getattr(evaluator, "calibrate", None)):
+                raise EvaluationError(f"{path}: whitened truncation needs calibration data, and the evaluator "
+                                      f"{name!r} cannot feed any (it has no calibrate(state, count, source) "
+                                      "method); use --mode hard, or a built-in evaluator")
+            ckpt = self.checkpoint(path, conv_view)
+            self.calibrations[key] = evaluator.calibrate(ckpt.state_dict(), cal.count, cal.source)
+        return self.calibrations[key]
+
+    def whitening(self, path: str | Path, conv_view: str, choice: EvaluatorChoice, cal: CalibrationChoice,
+                  names) -> tuple[dict, dict, dict]:
+        """(layer → Fed, layer → why it falls back to hard, the calibration's record)."""
+        from core.truncation import whitening
+
+        calibration = self.calibration(path, conv_view, choice, cal)
+        fed, fallback = whitening(self.checkpoint(path, conv_view), names, calibration)
+        return fed, fallback, calibration.record()
 
     def pair(self, base: str | Path, tuned: str | Path, conv_view: str = "reshape"):
         from core.compare.matching import match_layers
@@ -70,6 +98,7 @@ class Workspace:
         self.opened.clear()
         self.evaluators.clear()
         self.pairs.clear()
+        self.calibrations.clear()
 
 
 # ------------------------------------------------------------------------------------------ requests
@@ -107,6 +136,13 @@ class _TruncationJob:
     methods: tuple[str, ...] = DEFAULT_METHODS
     mode: str = "hard"
     conv_view: str = "reshape"
+    calibration: CalibrationChoice = CalibrationChoice()  # for mode "whitened"
+
+    def fed(self, ws: Workspace, names) -> tuple[dict, dict, dict | None]:
+        """The whitening of ``names`` in whitened mode; nothing otherwise."""
+        if self.mode != "whitened":
+            return {}, {}, None
+        return ws.whitening(self.path, self.conv_view, self.evaluator, self.calibration, names)
 
 
 @dataclass(frozen=True)
@@ -123,6 +159,8 @@ class SweepRequest:
     evaluator: EvaluatorChoice = EvaluatorChoice()
     ranks: tuple[int, ...] | None = None  # None: 16 points from 0 to p plus each method's ŝ
     conv_view: str = "reshape"
+    mode: str = "hard"  # or "whitened": W_k from W·L's partial sums
+    calibration: CalibrationChoice = CalibrationChoice()
 
 
 @dataclass(frozen=True)
@@ -131,6 +169,30 @@ class SensitivityRequest(_TruncationJob):
 
     plan_method: str = DEFAULT_METHODS[0]
     budget: str | None = None
+
+
+@dataclass(frozen=True)
+class CompressRequest(_TruncationJob):
+    """The ``results``' layers compressed together by ``target`` (a fraction of their parameters)
+    in each of ``modes``, ranks allocated by ``rule``, and evaluated."""
+
+    target: float = 0.2
+    modes: tuple[str, ...] = ("hard", "whitened")
+    rule: str = "loss"
+    plan_method: str = DEFAULT_METHODS[0]  # whose ŝ the ``shat`` rule follows
+
+
+@dataclass(frozen=True)
+class WhitenedRequest:
+    """The spectra of W·L (SPEC §13) of ``layers``, analysed as W's are; layers the model does not
+    feed come back with the reason."""
+
+    path: str
+    layers: tuple[str, ...]
+    options: AnalysisOptions = AnalysisOptions()
+    evaluator: EvaluatorChoice = EvaluatorChoice()
+    calibration: CalibrationChoice = CalibrationChoice()
+    conv_view: str = "reshape"
 
 
 @dataclass(frozen=True)
@@ -158,6 +220,9 @@ class TruncateRequest:
     overwrite: bool = False
     conv_view: str = "reshape"
     gguf_type: str = "auto"  # for a .gguf output: the truncated tensors' type (core.io.gguf.GGUF_OUT_TYPES)
+    evaluator: EvaluatorChoice = EvaluatorChoice()  # whitened: whose model feeds the calibration data
+    calibration: CalibrationChoice = CalibrationChoice()
+    factors: Path | None = None  # also write each layer's two factors here
 
 
 # ------------------------------------------------------------------------------------------ jobs
@@ -187,9 +252,10 @@ def evaluate(req: EvaluateRequest, progress: Progress | None = None, cancel: Can
 
     ws = ws or Workspace()
     name, evaluator = ws.evaluator(req.path, req.conv_view, req.evaluator)
+    fed, fallback, record = req.fed(ws, [r.layer.name for r in req.results if r.layer.analysable])
     rep = evaluate_truncations(ws.checkpoint(req.path, req.conv_view), req.results, evaluator, req.methods,
-                               req.mode, progress, cancel)
-    return replace(rep, evaluator=name)
+                               req.mode, progress, cancel, fed)
+    return replace(rep, evaluator=name, calibration=record, fallback=fallback)
 
 
 def sweep(req: SweepRequest, progress: Progress | None = None, cancel: CancelToken | None = None,
@@ -198,7 +264,15 @@ def sweep(req: SweepRequest, progress: Progress | None = None, cancel: CancelTok
 
     ws = ws or Workspace()
     name, evaluator = ws.evaluator(req.path, req.conv_view, req.evaluator)
-    rep = sweep_layer(ws.checkpoint(req.path, req.conv_view), req.result, evaluator, req.ranks, progress, cancel)
+    fed = None
+    if req.mode == "whitened":
+        fed_map, fallback, _ = ws.whitening(req.path, req.conv_view, req.evaluator, req.calibration,
+                                            [req.result.layer.name])
+        if fallback:
+            name = req.result.layer.name
+            raise EvaluationError(f"{name}: cannot sweep it whitened: {fallback[name]}")
+        fed = fed_map[req.result.layer.name]
+    rep = sweep_layer(ws.checkpoint(req.path, req.conv_view), req.result, evaluator, req.ranks, progress, cancel, fed)
     return replace(rep, evaluator=name)
 
 
@@ -213,11 +287,58 @@ def sensitivity(req: SensitivityRequest, progress: Progress | None = None, cance
     if req.budget:
         parse_budget(req.budget, primary_of(evaluator))  # a typo fails now, not after the job
     ckpt = ws.checkpoint(req.path, req.conv_view)
-    rep = layer_sensitivity(ckpt, req.results, evaluator, req.methods, req.mode, progress, cancel)
+    fed, _, _ = req.fed(ws, [r.layer.name for r in req.results if r.layer.analysable])
+    rep = layer_sensitivity(ckpt, req.results, evaluator, req.methods, req.mode, progress, cancel, fed)
     if req.budget:
         rep = plan_within_budget(ckpt, req.results, evaluator, rep, req.plan_method, req.budget, req.mode,
-                                 progress, cancel)
+                                 progress, cancel, fed)
     return replace(rep, evaluator=name)
+
+
+def compress(req: CompressRequest, progress: Progress | None = None, cancel: CancelToken | None = None,
+             ws: Workspace | None = None):
+    """A CompressReport: the baseline, then each mode at the same parameter budget."""
+    from core.evaluate.compress import compress_and_evaluate
+
+    ws = ws or Workspace()
+    name, evaluator = ws.evaluator(req.path, req.conv_view, req.evaluator)
+    names = [r.layer.name for r in req.results if r.layer.analysable]
+    calibration = (ws.calibration(req.path, req.conv_view, req.evaluator, req.calibration)
+                   if "whitened" in req.modes else None)
+    rep = compress_and_evaluate(ws.checkpoint(req.path, req.conv_view), names, evaluator, req.target, req.modes,
+                                req.rule, calibration, shat_of(req.results, req.plan_method) if req.rule == "shat"
+                                else None, progress, cancel)
+    return replace(rep, evaluator=name)
+
+
+def shat_of(results, method: str) -> dict[str, int]:
+    """Each layer's ŝ by ``method`` (the ``shat`` allocation's weights)."""
+    out = {}
+    for r in results:
+        m = r.analysis.methods.get(method) if r.analysis is not None else None
+        if m is None:
+            raise UsageError(f"--allocation shat follows {method}'s ŝ, which was not analysed for {r.layer.name}")
+        out[r.layer.name] = m.rank if m.ok else 0
+    return out
+
+
+def whitened(req: WhitenedRequest, progress: Progress | None = None, cancel: CancelToken | None = None,
+             ws: Workspace | None = None) -> tuple[list[LayerResult], dict]:
+    """(one LayerResult per layer, of W·L; the calibration's record)."""
+    from core.progress import tracked
+    from core.truncation import whitened_matrix
+
+    ws = ws or Workspace()
+    ckpt = ws.checkpoint(req.path, req.conv_view)
+    fed, fallback, record = ws.whitening(req.path, req.conv_view, req.evaluator, req.calibration, req.layers)
+    out = []
+    for name in tracked(req.layers, progress, cancel):
+        layer = ckpt.layer(name)
+        if name in fed:
+            out.append(LayerResult(layer, req.options.analyse(whitened_matrix(ckpt.matrix(layer), fed[name]))))
+        else:
+            out.append(LayerResult(replace(layer, reason=fallback[name]), None))
+    return out, record
 
 
 def delta(req: DeltaRequest, progress: Progress | None = None, cancel: CancelToken | None = None,
@@ -242,20 +363,36 @@ def delta(req: DeltaRequest, progress: Progress | None = None, cancel: CancelTok
 def truncate(req: TruncateRequest, progress: Progress | None = None, cancel: CancelToken | None = None,
              ws: Workspace | None = None) -> Path:
     """Write the truncated checkpoint (the source is never touched); its metadata records the
-    source, method, mode and ranks, and keeps the source's own (its evaluator, above all). A
-    ``.gguf`` output of a GGUF source is a GGUF with every key, name and order of the source."""
+    source, method, mode and ranks (and for whitened, the calibration and the layers truncated
+    hard), and keeps the source's own (its evaluator, above all). A ``.gguf`` output of a GGUF
+    source is a GGUF with every key, name and order of the source. With ``factors``, each
+    layer's two factors go to a second file (``core.truncation.factor_names``)."""
     import json
 
     from core.truncation import export_safetensors, truncate_checkpoint
 
-    ckpt = (ws or Workspace()).checkpoint(req.path, req.conv_view)
+    ws = ws or Workspace()
+    ckpt = ws.checkpoint(req.path, req.conv_view)
+    fed, fallback, record = {}, {}, None
+    if req.mode == "whitened":
+        fed, fallback, record = ws.whitening(req.path, req.conv_view, req.evaluator, req.calibration, list(req.plan))
     meta = {"rmt_tui.source": str(ckpt.path), "rmt_tui.method": req.method, "rmt_tui.mode": req.mode,
             "rmt_tui.ranks": json.dumps(dict(req.plan))}
+    if record is not None:
+        meta.update({"rmt_tui.calibration": json.dumps(record), "rmt_tui.fallback": json.dumps(fallback)})
     if Path(req.output).suffix == ".gguf":
-        return _truncate_to_gguf(ckpt, req, meta, cancel)
-    state = truncate_checkpoint(ckpt, req.plan, req.mode, req.sigma2, cancel)
-    meta.update({k: v for k, v in ckpt.metadata.items() if not k.startswith("rmt_tui.") or k == "rmt_tui.evaluator"})
-    return export_safetensors(state, req.output, meta, overwrite=req.overwrite)
+        out = _truncate_to_gguf(ckpt, req, meta, cancel, fed)
+    else:
+        state = truncate_checkpoint(ckpt, req.plan, req.mode, req.sigma2, cancel, fed)
+        meta.update({k: v for k, v in ckpt.metadata.items()
+                     if not k.startswith("rmt_tui.") or k == "rmt_tui.evaluator"})
+        out = export_safetensors(state, req.output, meta, overwrite=req.overwrite)
+    if req.factors is not None:
+        from core.truncation import checkpoint_factors
+
+        export_safetensors(checkpoint_factors(ckpt, req.plan, req.mode, req.sigma2, cancel, fed), req.factors,
+                           {**meta, "rmt_tui.factors_of": str(out)}, overwrite=req.overwrite)
+    return out
 
 
 def check_mode(mode: str, options: AnalysisOptions, methods: tuple[str, ...] | None = None) -> None:
@@ -274,7 +411,7 @@ def check_mode(mode: str, options: AnalysisOptions, methods: tuple[str, ...] | N
                          f"or methods among {', '.join(with_sigma)}")
 
 
-def _truncate_to_gguf(ckpt, req: TruncateRequest, meta: dict, cancel: CancelToken | None) -> Path:
+def _truncate_to_gguf(ckpt, req: TruncateRequest, meta: dict, cancel: CancelToken | None, fed: Mapping) -> Path:
     from core.io.gguf import export_gguf
     from core.progress import check
     from core.truncation import truncate_matrix
@@ -284,8 +421,8 @@ def _truncate_to_gguf(ckpt, req: TruncateRequest, meta: dict, cancel: CancelToke
     for name, k in req.plan.items():
         check(cancel)
         layer = ckpt.layer(name)
-        replaced[layer.tensor] = truncate_matrix(ckpt.matrix(layer), k, req.mode, req.sigma2.get(name)).reshape(
-            layer.shape)
+        replaced[layer.tensor] = truncate_matrix(ckpt.matrix(layer), k, req.mode, req.sigma2.get(name),
+                                                 fed.get(name)).reshape(layer.shape)
     return export_gguf(ckpt.path, replaced, Path(req.output), meta, req.gguf_type, req.overwrite)
 
 
@@ -307,8 +444,8 @@ def shrink_variances(method: str, results: list[LayerResult], plan: Mapping[str,
 
 
 JOBS: dict[type, Callable] = {AnalyseRequest: analyse, AnalyseManyRequest: analyse_many, EvaluateRequest: evaluate,
-                              SweepRequest: sweep, SensitivityRequest: sensitivity, DeltaRequest: delta,
-                              TruncateRequest: truncate}
+                              SweepRequest: sweep, SensitivityRequest: sensitivity, CompressRequest: compress,
+                              WhitenedRequest: whitened, DeltaRequest: delta, TruncateRequest: truncate}
 
 
 def run(req, progress: Progress | None = None, cancel: CancelToken | None = None, ws: Workspace | None = None,

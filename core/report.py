@@ -21,6 +21,7 @@ EVAL_SCHEMA = "rmt-tui/eval/2"
 SWEEP_SCHEMA = "rmt-tui/sweep/2"
 SENSITIVITY_SCHEMA = "rmt-tui/sensitivity/1"
 PLAN_SCHEMA = "rmt-tui/plan/1"
+COMPRESS_SCHEMA = "rmt-tui/compress/1"
 
 
 def options_record(opts, conv_view: str, layers) -> dict[str, Any]:
@@ -92,9 +93,24 @@ def eval_document(checkpoint: str, evaluator: str, rep: EvalReport) -> dict[str,
     return {
         "schema": EVAL_SCHEMA, "checkpoint": checkpoint, "evaluator": evaluator, "primary": primary_record(rep.primary),
         "mode": rep.mode, "baseline": rep.baseline,
+        **({"calibration": rep.calibration, "fallback": rep.fallback} if rep.mode == "whitened" else {}),
         "methods": {m: {"value": o.metrics[key], "metrics": o.metrics, "ranks": o.ranks,
                         "params_saved": o.params_saved, "avew": o.avew, "mean_avew": o.mean_avew}
                     for m, o in rep.outcomes.items()},
+    }
+
+
+def compress_document(checkpoint: str, rep) -> dict[str, Any]:
+    """``eval --compress``: the baseline, and per mode what was achieved at the same budget."""
+    return {
+        "schema": COMPRESS_SCHEMA, "checkpoint": checkpoint, "evaluator": rep.evaluator,
+        "primary": primary_record(rep.primary), "baseline": rep.baseline,
+        "compress": {"target": rep.target, "allocation": rep.rule, "calibration": rep.calibration,
+                     "modes": {m: {"achieved": o.allocation.achieved, "allocation": o.allocation.rule,
+                                   "ranks": o.allocation.ranks, "params_saved": o.allocation.params_saved,
+                                   "metrics": o.metrics, "value": o.metrics[rep.primary.key],
+                                   "fallback": o.fallback, "seconds": o.seconds}
+                               for m, o in rep.outcomes.items()}},
     }
 
 
@@ -102,7 +118,8 @@ def sweep_document(checkpoint: str, evaluator: str, rep: SweepReport) -> dict[st
     key = rep.primary.key
     return {
         "schema": SWEEP_SCHEMA, "checkpoint": checkpoint, "evaluator": evaluator,
-        "primary": primary_record(rep.primary), "layer": rep.layer, "p": rep.p, "baseline": rep.baseline,
+        "primary": primary_record(rep.primary), "layer": rep.layer, "p": rep.p, "mode": rep.mode,
+        "baseline": rep.baseline,
         "method_ranks": rep.method_ranks,
         "points": [{"rank": pt.rank, "value": pt.metrics[key], "metrics": pt.metrics, "avew": pt.avew}
                    for pt in rep.points],

@@ -1,4 +1,5 @@
-"""Low-rank truncation of layers to a method's ŝ (or any k), and atomic safetensors export. SPEC §9."""
+"""Low-rank truncation of layers to a method's ŝ (or any k), and atomic safetensors export: SPEC §9
+(hard and shrink, on W) and §13 (whitened, on W·L, with L from the layer's calibration inputs)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.calibration import Calibration, Whitener
 from core.errors import UsageError
 from core.io.checkpoint import Checkpoint
 from core.io.layers import Layer, matrix_view
@@ -69,27 +71,96 @@ def shrunk_values(sv: np.ndarray, sigma2: float, shape: MatrixShape, k: int) -> 
     return math.sqrt(sigma2 * shape.N) * theta_hat(np.asarray(sv[:k]), sigma2, shape)
 
 
-def truncate_matrix(w, k: int, mode: str = "hard", sigma2: float | None = None) -> np.ndarray:
+MODES = ("hard", "shrink", "whitened")
+
+
+@dataclass(frozen=True)
+class Fed:
+    """How a layer is whitened: its inputs' Cholesky factor, and whether the matrix is stored
+    (in, out) (GPT-2's Conv1D) so that its inputs index the rows."""
+
+    whitener: Whitener
+    transposed: bool = False
+
+
+def whitened_matrix(w, fed: Fed, oriented: bool = False) -> np.ndarray:
+    """W·L (out × in), in W's float dtype; ``oriented``: ``w`` is already out × in."""
     a = as_float_matrix(w)
-    shape = MatrixShape(*a.shape)
-    if k >= shape.p and mode == "hard":
-        return np.array(a, copy=True)  # nothing removed: exactly the original
-    k = max(0, min(k, shape.p))
-    if k == 0:
-        return np.zeros_like(a)
+    a = a.T if fed.transposed and not oriented else a
+    return a @ fed.whitener.chol.astype(a.dtype, copy=False)  # float32 for float32 W: half the time, ~1e-7
+
+
+def whitened_factors(w, fed: Fed, k: int | None = None) -> Factors:
+    """The top k (default: all) singular triplets of W·L, with the right factor mapped back:
+    W_k = u @ diag(s) @ vt where vt = V_kᵀ L⁻¹ (a triangular solve, never an inverse) and s are
+    W·L's singular values, whose squares past k are the output error on the calibration data."""
+    from scipy.linalg import solve_triangular
+
+    a = as_float_matrix(w)
+    a = a.T if fed.transposed else a
+    chol = fed.whitener.chol
+    wl = whitened_matrix(a, fed, oriented=True)
+    f = full_factors(wl) if k is None else top_factors(wl, k)
+    right = solve_triangular(chol.astype(a.dtype, copy=False), f.vt.T, trans="T", lower=True, check_finite=False).T
+    return Factors(f.u, f.s, right)
+
+
+def truncated_factors(w, k: int, mode: str = "hard", sigma2: float | None = None,
+                      fed: Fed | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(left m × k, right k × n) with W_k = left @ right in W's stored orientation, 0 < k < p:
+    ``hard`` keeps W's top k values, ``shrink`` de-biases them (σ̂²), ``whitened`` keeps W·L's
+    top k and maps back (``fed``; without one it is ``hard``)."""
+    a = as_float_matrix(w)
+    if mode not in MODES:
+        raise ValueError(f"unknown truncation mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == "whitened" and fed is not None:
+        f = whitened_factors(a, fed, k)
+        left, right = f.u * f.s, f.vt
+        return (right.T, left.T) if fed.transposed else (left, right)
     f = top_factors(a, k)
-    if mode == "hard":
-        return low_rank(f, k).astype(a.dtype, copy=False)
     if mode == "shrink":
         if sigma2 is None:
             raise UsageError("--mode shrink needs the method's noise variance σ̂²; use --mode hard")
-        return low_rank(f, k, shrunk_values(f.s, sigma2, shape, k)).astype(a.dtype, copy=False)
-    raise ValueError(f"unknown truncation mode {mode!r}; use 'hard' or 'shrink'")
+        return f.u * shrunk_values(f.s, sigma2, MatrixShape(*a.shape), k), f.vt
+    return f.u * f.s, f.vt
+
+
+def truncate_matrix(w, k: int, mode: str = "hard", sigma2: float | None = None, fed: Fed | None = None) -> np.ndarray:
+    """W truncated to rank k (see ``truncated_factors``); at k ≥ p exactly W (shrink still
+    de-biases), at k = 0 zeros."""
+    a = as_float_matrix(w)
+    p = min(a.shape)
+    if k >= p and mode != "shrink":
+        return np.array(a, copy=True)  # nothing removed: exactly the original
+    k = max(0, min(k, p))
+    if k == 0:
+        return np.zeros_like(a)
+    left, right = truncated_factors(a, k, mode, sigma2, fed)
+    return (left @ right).astype(a.dtype, copy=False)
 
 
 def params_saved(shape: MatrixShape, k: int) -> int:
     """Parameters saved by storing the rank-k layer as two factors (m×k and k×n), when smaller."""
     return max(0, shape.m * shape.n - k * (shape.m + shape.n))
+
+
+def whitening(ckpt: Checkpoint, names: Iterable[str],
+              calibration: Calibration) -> tuple[dict[str, Fed], dict[str, str]]:
+    """For each named layer, how it is whitened — or why it cannot be (then whitened truncation
+    falls back to hard for it): (layer → Fed, layer → reason)."""
+    fed, unfed = {}, {}
+    for name in names:
+        layer = ckpt.layer(name)
+        g = calibration.grams.get(layer.tensor)
+        if layer.position is not None or layer.matrix is None:
+            unfed[name] = "a convolution kernel position, not a linear layer's matrix"
+        elif g is None:
+            unfed[name] = "the model does not feed it through a linear layer (an embedding or a tied head)"
+        elif (layer.matrix[0] if layer.tensor in calibration.transposed else layer.matrix[1]) != len(g):
+            unfed[name] = f"its input width differs from its calibration inputs' ({len(g)})"
+        else:
+            fed[name] = Fed(calibration.whitener(layer.tensor), layer.tensor in calibration.transposed)
+    return fed, unfed
 
 
 def write_back(original: torch.Tensor, layer: Layer, new: np.ndarray) -> torch.Tensor:
@@ -131,8 +202,10 @@ def resolve_ranks(spec: str, results: Iterable[LayerResult]) -> dict[str, int]:
 
 
 def truncate_checkpoint(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "hard",
-                        sigma2: Mapping[str, float] | None = None, cancel=None) -> dict[str, torch.Tensor]:
-    """A new state dict with each planned layer truncated; the checkpoint itself is not touched."""
+                        sigma2: Mapping[str, float] | None = None, cancel=None,
+                        fed: Mapping[str, Fed] | None = None) -> dict[str, torch.Tensor]:
+    """A new state dict with each planned layer truncated; the checkpoint itself is not touched.
+    In whitened mode, the layers ``fed`` lacks are truncated hard."""
     out: dict[str, torch.Tensor] = {}
     by_tensor: dict[str, list[Layer]] = {}
     for name in plan:
@@ -141,9 +214,33 @@ def truncate_checkpoint(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "
     for name, t in ckpt.iter_tensors():
         for layer in by_tensor.get(name, []):
             check(cancel)
-            new = truncate_matrix(matrix_view(t, layer), plan[layer.name], mode, (sigma2 or {}).get(layer.name))
+            new = truncate_matrix(matrix_view(t, layer), plan[layer.name], mode, (sigma2 or {}).get(layer.name),
+                                  (fed or {}).get(layer.name))
             t = write_back(t, layer, new)
         out[name] = t
+    return out
+
+
+def factor_names(layer: str) -> tuple[str, str]:
+    """The documented names of a layer's two factors in a ``--factors`` file: W_k = left @ right,
+    left m × k, right k × n, in the layer's stored orientation."""
+    return f"{layer}.left", f"{layer}.right"
+
+
+def checkpoint_factors(ckpt: Checkpoint, plan: Mapping[str, int], mode: str = "hard",
+                       sigma2: Mapping[str, float] | None = None, cancel=None,
+                       fed: Mapping[str, Fed] | None = None) -> dict[str, torch.Tensor]:
+    """Each planned layer's two factors (layers kept whole, k ≥ p, have none: they stay dense)."""
+    out = {}
+    for name, k in plan.items():
+        check(cancel)
+        layer = ckpt.layer(name)
+        w = ckpt.matrix(layer)
+        if not 0 < k < min(w.shape):
+            continue
+        left, right = truncated_factors(w, k, mode, (sigma2 or {}).get(name), (fed or {}).get(name))
+        for key, v in zip(factor_names(name), (left, right)):
+            out[key] = torch.from_numpy(np.ascontiguousarray(v))
     return out
 
 

@@ -3,7 +3,7 @@ per-layer sensitivity and a truncation plan within a budget. Each takes an evalu
 ``core.evaluate.base``) whose reference is already set."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -26,20 +26,24 @@ from core.rmt.methods import DEFAULT_METHODS
 from core.rmt.spectrum import MatrixShape
 from core.scan import LayerResult
 from core.truncation import (
+    Fed,
     full_factors,
     low_rank,
     params_saved,
     resolve_ranks,
     truncate_checkpoint,
     truncate_matrix,
+    whitened_factors,
     write_back,
 )
 
 
 def evaluate_truncations(ckpt: Checkpoint, results: Sequence[LayerResult], evaluator: Evaluator,
                          methods: Sequence[str] = DEFAULT_METHODS, mode: str = "hard",
-                         progress: Progress | None = None, cancel: CancelToken | None = None) -> EvalReport:
-    """Baseline, then for each method: truncate all ``results``' layers to its ŝ and evaluate."""
+                         progress: Progress | None = None, cancel: CancelToken | None = None,
+                         fed: Mapping[str, Fed] | None = None) -> EvalReport:
+    """Baseline, then for each method: truncate all ``results``' layers to its ŝ and evaluate
+    (whitened: the layers in ``fed`` through W·L, the others hard)."""
     analysed = [r for r in results if r.analysis is not None and r.layer.matrix is not None]
     (progress or no_progress)(0, 1 + len(methods), "baseline")
     baseline = run_evaluator(evaluator, ckpt.state_dict())
@@ -49,7 +53,7 @@ def evaluate_truncations(ckpt: Checkpoint, results: Sequence[LayerResult], evalu
     for method in tracked(methods, progress, cancel, offset=1):
         plan = resolve_ranks(method, analysed)
         sigma2 = {n: by_name[n].analysis.methods[method].sigma2 for n in plan}
-        state = truncate_checkpoint(ckpt, plan, mode, sigma2, cancel)
+        state = truncate_checkpoint(ckpt, plan, mode, sigma2, cancel, fed)
         check(cancel)
         saved = sum(params_saved(by_name[n].analysis.shape, k) for n, k in plan.items())
         avew = {n: by_name[n].analysis.methods[method].avew for n in plan}
@@ -82,9 +86,10 @@ def parse_ranks(text: str, p: int) -> list[int]:
 
 
 def sweep_layer(ckpt: Checkpoint, result: LayerResult, evaluator: Evaluator, ranks: Sequence[int] | None = None,
-                progress: Progress | None = None, cancel: CancelToken | None = None) -> SweepReport:
+                progress: Progress | None = None, cancel: CancelToken | None = None,
+                fed: Fed | None = None) -> SweepReport:
     """Accuracy and Avew against the kept rank k of one layer (all other layers untouched).
-    One full SVD with vectors, then each W_k is a partial sum."""
+    One full SVD with vectors (of W·L when ``fed``), then each W_k is a partial sum."""
     layer, a = result.layer, result.analysis
     if a is None or layer.matrix is None or a.sv.size == 0:
         raise EvaluationError(f"{layer.name} has no spectrum to sweep: {result.reason}")
@@ -97,18 +102,21 @@ def sweep_layer(ckpt: Checkpoint, result: LayerResult, evaluator: Evaluator, ran
     baseline = run_evaluator(evaluator, state)
     say_how_long(evaluator, sum(k < shape.p for k in ranks), "this sweep")
     original = state[layer.tensor]
-    f = full_factors(matrix_view(original, layer))  # the tensor just read, not a second read
+    view = matrix_view(original, layer)  # the tensor just read, not a second read
+    f = full_factors(view) if fed is None else whitened_factors(view, fed)
     points = []
     for k in tracked(ranks, progress, cancel, label=lambda k: f"k = {k}", offset=1):
         if k >= shape.p:
             metrics = dict(baseline)  # W_p is W itself
         else:
             w = low_rank(f, k) if k > 0 else np.zeros(shape.m * shape.n)
+            w = np.asarray(w).T if fed is not None and fed.transposed else w
             state[layer.tensor] = write_back(original, layer, np.asarray(w).reshape(layer.matrix))
             metrics = run_evaluator(evaluator, state)
         avew = {m: (float(c[k - 1]) if c is not None and k > 0 else None) for m, c in curves.items()}
         points.append(SweepPoint(k, metrics, avew))
-    return SweepReport(layer.name, shape.p, baseline, points, marks, primary=primary_of(evaluator))
+    return SweepReport(layer.name, shape.p, baseline, points, marks, primary=primary_of(evaluator),
+                       mode="whitened" if fed is not None else "hard")
 
 
 # ------------------------------------------------------------------ per-layer sensitivity and a plan
@@ -116,7 +124,8 @@ def sweep_layer(ckpt: Checkpoint, result: LayerResult, evaluator: Evaluator, ran
 
 def layer_sensitivity(ckpt: Checkpoint, results: Sequence[LayerResult], evaluator: Evaluator,
                       methods: Sequence[str] = DEFAULT_METHODS, mode: str = "hard",
-                      progress: Progress | None = None, cancel: CancelToken | None = None) -> SensitivityReport:
+                      progress: Progress | None = None, cancel: CancelToken | None = None,
+                      fed: Mapping[str, Fed] | None = None) -> SensitivityReport:
     """Each analysed layer truncated alone to each method's ŝ (everything else original) and
     evaluated; rows sorted by the damage to the primary metric, least first. Layers a method
     keeps whole (ŝ = p) or cannot judge are left out: truncating them changes nothing."""
@@ -131,7 +140,7 @@ def layer_sensitivity(ckpt: Checkpoint, results: Sequence[LayerResult], evaluato
     rows = []
     for r, m, res in tracked(jobs, progress, cancel, label=lambda job: f"{job[0].layer.name} {job[1]}", offset=1):
         original = state[r.layer.tensor]
-        new = truncate_matrix(matrix_view(original, r.layer), res.rank, mode, res.sigma2)
+        new = truncate_matrix(matrix_view(original, r.layer), res.rank, mode, res.sigma2, (fed or {}).get(r.layer.name))
         state[r.layer.tensor] = write_back(original, r.layer, new)
         metrics = run_evaluator(evaluator, state)
         state[r.layer.tensor] = original
@@ -168,7 +177,8 @@ def within_budget(primary: MetricSpec, baseline: float, value: float, bound: flo
 
 def plan_within_budget(ckpt: Checkpoint, results: Sequence[LayerResult], evaluator: Evaluator,
                        report: SensitivityReport, method: str, budget: str, mode: str = "hard",
-                       progress: Progress | None = None, cancel: CancelToken | None = None) -> SensitivityReport:
+                       progress: Progress | None = None, cancel: CancelToken | None = None,
+                       fed: Mapping[str, Fed] | None = None) -> SensitivityReport:
     """Add layers, least damaging first (by ``report``, for ``method``), truncated together, while
     the model stays within ``budget``; every step is evaluated jointly. Stops at the first layer
     that would break the budget (the ones after it did more damage alone)."""
@@ -182,7 +192,7 @@ def plan_within_budget(ckpt: Checkpoint, results: Sequence[LayerResult], evaluat
     for row in tracked(order, progress, cancel, label=lambda row: row.layer, finish=False):
         trial = {**plan, row.layer: row.rank}
         sigma2 = {n: by_name[n].analysis.methods[method].sigma2 for n in trial}
-        metrics = run_evaluator(evaluator, truncate_checkpoint(ckpt, trial, mode, sigma2, cancel))
+        metrics = run_evaluator(evaluator, truncate_checkpoint(ckpt, trial, mode, sigma2, cancel, fed))
         ok = within_budget(primary, base, metrics[key], bound, relative)
         steps.append(PlanStep(row.layer, row.rank, metrics, ok))
         if not ok:

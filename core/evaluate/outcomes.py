@@ -71,6 +71,8 @@ class EvalReport:
     mode: str = "hard"
     evaluator: str = ""  # its name, where known
     primary: MetricSpec = ACCURACY
+    calibration: dict | None = None  # whitened: {source, tokens | samples, disjoint}
+    fallback: dict[str, str] = field(default_factory=dict)  # whitened: layers truncated hard, and why
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class SweepReport:
     method_ranks: dict[str, int | None]  # each method's ŝ, marked on the plot
     evaluator: str = ""  # its name, where known
     primary: MetricSpec = ACCURACY
+    mode: str = "hard"  # or "whitened": W_k = (W·L)_k L⁻¹
 
 
 @dataclass(frozen=True)
