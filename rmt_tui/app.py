@@ -11,6 +11,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Header, ProgressBar, Tree
 
+from core.calibration import CalibrationChoice
 from core.errors import RmtError
 from core.evaluate.outcomes import EvaluatorChoice
 from core.scan import AnalysisOptions
@@ -19,7 +20,16 @@ from core.text import printable
 from .engine import InlineEngine, ProcessEngine
 from .grid import GridScreen
 from .keys import APP_BINDINGS, KeyBindings
-from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SensitivityDone, SweepDone
+from .messages import (
+    DeltaDone,
+    EvalDone,
+    JobEnded,
+    JobProgress,
+    LayerAnalysed,
+    SensitivityDone,
+    SweepDone,
+    WhitenedDone,
+)
 from .panel import ResultsPanel
 from .plots import COMPARE_VIEWS, VIEW_TITLES
 from .screens import ConfirmQuit, FindScreen, OpenScreen, SensitivityScreen
@@ -54,7 +64,7 @@ class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
                  conv_view: str = "reshape", evaluator: EvaluatorChoice | None = None,
                  engine: InlineEngine | ProcessEngine | None = None, executor: tuple = ("local",),
                  keymap: dict[str, str] | None = None, theme: str | None = None, theme_file: Path | None = None,
-                 braille: bool = False):
+                 braille: bool = False, mode: str = "hard", calibration: CalibrationChoice | None = None):
         super().__init__()
         self.user_keymap = dict(keymap or {})  # binding id → keys, from the config files
         self._start_theme, self.theme_file, self._braille = theme, theme_file, braille
@@ -71,7 +81,7 @@ class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
         self.paths = [Path(p) for p in paths]
         self.executor = tuple(executor)  # make_executor's arguments: where `a` runs (local, or a Ray cluster)
         self.options = options or AnalysisOptions()
-        self.session = Session(conv_view, evaluator or EvaluatorChoice())
+        self.session = Session(conv_view, evaluator or EvaluatorChoice(), mode, calibration or CalibrationChoice())
         self._progress_job: Job | None = None
         self._footer_shown: tuple | None = None
         self._last_compared: Compared | None = None
@@ -199,7 +209,7 @@ class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
             plot.delta_note = self.session.delta_note(key)
             plot.show(result, o.sweeps.get(key.name), "" if result is not None else "analysing…",
                       compare=self._compared(key), delta=self.session.delta(key),
-                      delta_wanted=self.session.delta_wanted(key))
+                      delta_wanted=self.session.delta_wanted(key), whitened=o.whitened.get(key.name))
             if plot.view in COMPARE_VIEWS:
                 self._analyse_matched(key)
             elif plot.view == "delta":
@@ -214,7 +224,8 @@ class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
         plot = self.query_one(SpectrumPlot)
         self.query_one(ResultsPanel).show(o, layer, result, list(self.session.jobs.values()), self.last_error,
                                           view=plot.view, compare=plot.compare, delta=plot.delta,
-                                          no_color=self.no_color)
+                                          no_color=self.no_color, mode=self.session.mode,
+                                          whitened=plot.whitened)
         bar = self.query_one(ProgressBar)
         job = self._progress_job if self._progress_job in self.session.jobs.values() else None
         bar.set_class(job is None, "idle")
@@ -270,6 +281,34 @@ class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
             self._say("select an analysable layer first", severity="warning")
             return
         self._sweep(self._begin("sweep", f"sweep {key.name}"), key)
+
+    def action_cycle_mode(self) -> None:
+        mode = self.session.cycle_mode()
+        what = {"hard": "keep W's top singular values", "shrink": "de-biased values (σ̂²)",
+                "whitened": "W·L's top values mapped back; calibration data from the evaluator"}[mode]
+        self._say(f"truncation mode: {mode} ({what}) for e, E, s and S", timeout=4)
+        self._refresh_panel()
+
+    def action_whitened(self) -> None:
+        key = self.selected
+        if key is None or not self.session.layer(key).analysable:
+            self._say("select an analysable layer first", severity="warning")
+            return
+        if key.name in self.session.opened[key.ckpt].whitened:
+            self.query_one(SpectrumPlot).set_view("whitened")
+            self._refresh_selection()
+            return
+        self._whitened(self._begin("whitened", f"whitened spectrum of {key.name}"), key)
+
+    def on_whitened_done(self, msg: WhitenedDone) -> None:
+        self.session.record_whitened(msg.key, msg.result)
+        cal = msg.calibration
+        unit = "tokens" if "tokens" in cal else "samples"
+        self._say(f"calibration: {cal[unit]} {unit} of {cal['source']}"
+                  + ("" if cal["disjoint"] else " (overlaps the scored data)"), timeout=4)
+        if msg.key == self.selected:
+            self.query_one(SpectrumPlot).view = "whitened"
+            self._refresh_selection()
 
     def action_cancel(self) -> None:
         cancelled = self.session.cancel_all()

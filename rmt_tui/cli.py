@@ -104,6 +104,53 @@ def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
                    "pydoc_data reference prose, present in every install)")
 
 
+def _modes(text: str) -> tuple[str, ...]:
+    from core.truncation import MODES
+
+    modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(MODES)} (comma list with --compress)")
+    return modes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _add_truncation_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """--mode, and the calibration data that --mode whitened needs (SPEC §13)."""
+    g = p.add_argument_group("truncation")
+    g.add_argument("--mode", type=_modes, default=("hard",), metavar="hard|shrink|whitened" + (",…" if several else ""),
+                   help="hard: keep W's top values; shrink: de-bias them (σ̂²); whitened: keep the top values of "
+                        "W·L, L the Cholesky factor of the layer's calibration-input Gram matrix, and map back "
+                        "(activation-aware, SVD-LLM)" + ("; a comma list runs each at the same --compress budget"
+                                                         if several else "") + " (default: hard)")
+    g.add_argument("--calibration", metavar="FILE", help="calibration data for whitened: a text file (language "
+                   "models, encoders) or an .npz of uint8 'images' (MNIST); default: the evaluator's own held-out "
+                   "part (an earlier part of the text; for MNIST 1000 shipped training images), never the scored part")
+    g.add_argument("--calibration-tokens", type=_positive_int, metavar="N",
+                   help="tokens (language models) or samples (encoders' sentences, MNIST images) of calibration "
+                        "data (default: 8192 tokens, 512 sentences, 1000 images)")
+
+
+def _add_compress_options(p: argparse.ArgumentParser) -> None:
+    from core.compress import DEFAULT_RULE, RULES
+
+    p.add_argument("--compress", metavar="P%", help="remove P %% of the selected layers' stored parameters (a "
+                   "rank-k layer counts k(m+n) when below mn, else mn), ranks allocated by --allocation")
+    p.add_argument("--allocation", choices=RULES, default=DEFAULT_RULE,
+                   help="how --compress spreads the ranks: loss (each value's share of its layer's (whitened) "
+                        "energy per parameter), uniform (the same fraction of every layer) or shat (in "
+                        "proportion to each layer's ŝ) (default: %(default)s)")
+
+
 def _add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="a config file read after the system and user ones (see `rmt-tui config`)")
@@ -123,10 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(app)
     _add_executor_options(app)
     _add_evaluator_option(app)
+    _add_truncation_options(app)
 
     rep = sub.add_parser("report", help="analyse every layer; table, JSON or CSV on stdout", epilog=EPILOG)
     rep.add_argument("path", metavar="PATH")
     rep.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    rep.add_argument("--whitened", action="store_true",
+                     help="analyse W·L instead of W (L: the Cholesky factor of the layer's calibration-input Gram "
+                          "matrix, SPEC §13); needs an evaluator that runs the model")
+    g = rep.add_argument_group("calibration (--whitened)")
+    g.add_argument("--calibration", metavar="FILE", help="as for eval --mode whitened")
+    g.add_argument("--calibration-tokens", type=_positive_int, metavar="N", help="as for eval --mode whitened")
+    _add_evaluator_option(rep)
     _add_analysis_options(rep)
     _add_executor_options(rep)
 
@@ -158,7 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     how = tr.add_mutually_exclusive_group(required=True)
     how.add_argument("--method", metavar="|".join(METHODS) + "|rank:K")
     how.add_argument("--plan", type=Path, metavar="PLAN.json", help="the ranks of `eval --each --budget … --plan-out`")
-    tr.add_argument("--mode", choices=("hard", "shrink"), default="hard")
+    how.add_argument("--compress", metavar="P%", help="remove P %% of the selected layers' stored parameters, ranks "
+                     "allocated by --allocation")
+    from core.compress import DEFAULT_RULE, RULES
+
+    tr.add_argument("--allocation", choices=RULES, default=DEFAULT_RULE, help="with --compress (see eval --help; "
+                    "default: %(default)s)")
+    tr.add_argument("--factors", action="store_true",
+                    help="also write each truncated layer's two factors, NAME.left (m×k) and NAME.right (k×n) with "
+                         "W_k = left @ right, to OUT's stem + .factors.safetensors")
+    _add_truncation_options(tr)
+    _add_evaluator_option(tr)
     tr.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                     help="a .safetensors file, or for a GGUF source a .gguf (every metadata key, tensor name and "
                          "order kept, so llama.cpp runs it)")
@@ -170,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="accuracy and Avew before and after truncation by each method", epilog=EPILOG)
     ev.add_argument("path", metavar="PATH")
-    ev.add_argument("--mode", choices=("hard", "shrink"), default="hard")
     ev.add_argument("--format", choices=("table", "json"), default="table")
+    _add_truncation_options(ev, several=True)
+    _add_compress_options(ev)
     ev.add_argument("--each", action="store_true",
                     help="per-layer sensitivity: truncate each layer alone to each method's ŝ, sorted by damage")
     ev.add_argument("--budget", metavar="METRIC=VALUE", help="with --each: add layers, least damaging first, while "
@@ -207,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ranks", metavar="START:STOP:STEP", help="ranks to try (default: 16 points from 0 to p, "
                     "plus each method's ŝ)")
     sw.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _add_truncation_options(sw)
     _add_evaluator_option(sw)
     _add_analysis_options(sw)
     for p in sub.choices.values():

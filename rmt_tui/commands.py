@@ -66,10 +66,33 @@ def open_and_analyse(args, ws=None):
 def cmd_report(args) -> int:
     from core.report import report_csv_rows, report_document
 
-    ckpt, opts, results = open_and_analyse(args)
-    doc = report_document(str(ckpt.path), results, opts.methods, options_record(args, opts))
+    ws = None
+    if args.whitened:
+        from core.jobs import Workspace
+
+        ws = Workspace()
+    ckpt, opts, results = open_and_analyse(args, ws)
+    record = options_record(args, opts)
+    if args.whitened:
+        results, record["calibration"] = _whitened_results(args, ws, opts, results)
+    doc = report_document(str(ckpt.path), results, opts.methods, record)
     emit(args.format, doc, lambda t, d: t.report_table(d, opts.methods), lambda d: report_csv_rows(d, opts.methods))
     return EXIT_OK
+
+
+def _whitened_results(args, ws, opts, results):
+    """report --whitened: each layer's W·L analysed in place of W (the layers the model does not
+    feed say why)."""
+    from core import jobs
+
+    choice = evaluator_choice(args)
+    _say_calibration(ws, args, choice)
+    req = jobs.WhitenedRequest(args.path, tuple(r.layer.name for r in results if r.layer.analysable), opts, choice,
+                               calibration_choice(args), args.conv_view)
+    with progress_bar("whitened spectra") as tick:
+        white, record = jobs.whitened(req, tick, ws=ws)
+    by_name = {r.layer.name: r for r in white}
+    return [by_name.get(r.layer.name, r) for r in results], {**record, "whitened": True}
 
 
 def open_matched(paths, args, labels=None, ws=None):
@@ -167,7 +190,11 @@ def cmd_truncate(args) -> int:
     from core.report import read_plan
     from core.truncation import resolve_ranks
 
+    mode, target = one_mode(args), _compress_target(args)
+    factors = args.output.with_name(args.output.stem + ".factors.safetensors") if args.factors else None
     refuse_existing(args.output, args.force, sources=[args.path])  # before the analysis, not after it
+    if factors is not None:
+        refuse_existing(factors, args.force, sources=[args.path])
     if args.plan is not None:
         plan, args.method = read_plan(args.plan)
         args.layers = (args.layers or []) + list(plan)
@@ -176,22 +203,55 @@ def cmd_truncate(args) -> int:
     jobs.check_gguf_output(args.path, args.output)
     if args.method in METHODS:  # the method that sets the ranks is the one to analyse
         args.methods = args.method
-    if args.mode == "shrink" and not args.method.startswith("rank:"):
-        jobs.check_mode(args.mode, analysis_options(args), (args.method,))
+    if target is not None and mode == "shrink":
+        raise UsageError("--compress with --mode shrink: shrinkage needs a method's σ̂², a budget gives ranks only; "
+                         "use hard or whitened")
+    if mode == "shrink" and not args.method.startswith("rank:"):
+        jobs.check_mode(mode, analysis_options(args), (args.method,))
     ws = Workspace()
-    ckpt, opts, results = open_and_analyse(args, ws)
-    if args.plan is None:
+    choice = evaluator_choice(args)
+    if target is not None:
+        args.method = f"compress:{target:.0%}:{args.allocation}"
+        plan = _budget_ranks(args, ws, choice, mode, target)
+        results = []
+    else:
+        ckpt, opts, results = open_and_analyse(args, ws)
+    if args.plan is None and target is None:
         plan = resolve_ranks(args.method, [r for r in results if r.layer.analysable])
-    elif missing := [n for n in plan if n not in {r.layer.name for r in results if r.layer.analysable}]:
+    elif args.plan is not None and (missing := [n for n in plan if n not in {r.layer.name for r in results
+                                                                               if r.layer.analysable}]):
         raise UsageError(f"{args.plan}: names layers {args.path} has no matrix for: {', '.join(missing[:3])}")
-    sigma2 = jobs.shrink_variances(args.method, results, plan, opts) if args.mode == "shrink" else {}
+    sigma2 = jobs.shrink_variances(args.method, results, plan, analysis_options(args)) if mode == "shrink" else {}
+    if mode == "whitened":
+        _say_calibration(ws, args, choice)
+        _say_fallback(ws.whitening(args.path, args.conv_view, choice, calibration_choice(args), list(plan))[1])
     with progress_bar("truncating"):
-        jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, args.mode, sigma2, args.force,
-                                      args.conv_view, args.gguf_type), ws=ws)
+        jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, mode, sigma2, args.force,
+                                      args.conv_view, args.gguf_type, choice, calibration_choice(args), factors),
+                      ws=ws)
     for name, k in plan.items():
-        print(f"{name}: rank {k}", file=sys.stderr)
-    print(f"wrote {args.output} ({len(plan)} layers truncated, {args.mode})", file=sys.stderr)
+        print(f"{printable(name)}: rank {k}", file=sys.stderr)
+    print(f"wrote {args.output} ({len(plan)} layers truncated, {mode})"
+          + (f" and their factors to {factors}" if factors else ""), file=sys.stderr)
     return EXIT_OK
+
+
+def _budget_ranks(args, ws, choice, mode: str, target: float) -> dict[str, int]:
+    """truncate --compress: the allocation's ranks, layers left dense left out of the plan."""
+    from core import jobs
+    from core.compress import budget_plan, describe
+
+    results = _compress_layers(args, ws, args.allocation == "shat")
+    names = [r.layer.name for r in results]
+    fed = ws.whitening(args.path, args.conv_view, choice, calibration_choice(args), names)[0] \
+        if mode == "whitened" else {}
+    shat = jobs.shat_of(results, analysis_options(args).methods[0]) if args.allocation == "shat" else None
+    ckpt = ws.checkpoint(args.path, args.conv_view)
+    with progress_bar("allocating"):
+        alloc = budget_plan(ckpt, names, target, mode, args.allocation, fed, shat)
+    say = describe(alloc) if alloc.off_target else f"removes {alloc.achieved:.1%} of the parameters"
+    print(f"{args.allocation} allocation: {say} ({alloc.params_saved:,} saved)", file=sys.stderr)
+    return {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
 
 
 def evaluator_choice(args):
@@ -206,6 +266,9 @@ def cmd_eval(args) -> int:
     from core.jobs import EvaluateRequest, Workspace
     from core.report import eval_document
 
+    target = _compress_target(args)
+    if args.compress and args.each:
+        raise UsageError("--compress and --each are separate jobs: a parameter budget, or each layer alone")
     if (args.budget or args.plan_out) and not args.each:
         raise UsageError("--budget and --plan-out go with --each")
     if args.plan_out and not args.budget:
@@ -214,17 +277,98 @@ def cmd_eval(args) -> int:
         from core.paths import refuse_existing
 
         refuse_existing(args.plan_out, args.force)
-    jobs.check_mode(args.mode, analysis_options(args))  # before the analysis, not after it
+    for mode in args.mode:
+        jobs.check_mode(mode, analysis_options(args))  # before the analysis, not after it
     ws = Workspace()
+    if target is not None:
+        return eval_compress(args, ws, target)
+    mode = one_mode(args)
     ckpt, opts, results = open_and_analyse(args, ws)
     choice = evaluator_choice(args)
     ws.evaluator(args.path, args.conv_view, choice)  # chosen (and its reference set) before the bar starts
     if args.each:
         return eval_each(args, ws, opts, results, choice)
     with progress_bar("evaluating") as tick:
-        rep = jobs.evaluate(EvaluateRequest(args.path, tuple(results), choice, opts.methods, args.mode,
-                                            args.conv_view), tick, ws=ws)
+        rep = jobs.evaluate(EvaluateRequest(args.path, tuple(results), choice, opts.methods, mode,
+                                            args.conv_view, calibration_choice(args)), tick, ws=ws)
+    _say_fallback(rep.fallback)
     emit(args.format, eval_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.eval_table(d))
+    _say_where(args, ws, choice)
+    return EXIT_OK
+
+
+def one_mode(args) -> str:
+    if len(args.mode) > 1:
+        raise UsageError(f"--mode {','.join(args.mode)}: several modes run only with eval --compress (each at the "
+                         "same budget); give one")
+    return args.mode[0]
+
+
+def _compress_target(args) -> float | None:
+    from core.compress import parse_target
+
+    return parse_target(args.compress) if args.compress is not None else None
+
+
+def calibration_choice(args):
+    from core.calibration import CalibrationChoice
+
+    return CalibrationChoice(args.calibration, args.calibration_tokens)
+
+
+def _say_fallback(fallback) -> None:
+    """Which layers whitened truncation could not feed, and so truncated hard."""
+    if fallback:
+        shown_ = ", ".join(list(fallback)[:4]) + ("…" if len(fallback) > 4 else "")
+        print(f"whitened: {len(fallback)} layers truncated hard instead ({shown_}): "
+              f"{printable(next(iter(fallback.values())))}", file=sys.stderr)
+
+
+def _say_calibration(ws, args, choice) -> None:
+    cal = ws.calibration(args.path, args.conv_view, choice, calibration_choice(args))
+    print(f"calibration: {printable(cal.describe())}", file=sys.stderr)
+    damped = sorted({w.relative for t in cal.grams if (w := cal.whitener(t)) is not None and w.damping > 0})
+    if damped:
+        print(f"calibration: {sum(1 for t in cal.grams if cal.whitener(t).damping > 0)} of {len(cal.grams)} Gram "
+              f"matrices needed damping λ = {damped[0]:.0e}…{damped[-1]:.0e} × mean diag G (fewer independent "
+              "inputs than the layer is wide)", file=sys.stderr)
+
+
+def _compress_layers(args, ws, need_shat: bool):
+    """The layers a budget covers (the analysis only where the allocation needs ŝ)."""
+    from core.scan import LayerResult, select_layers
+
+    if need_shat:
+        return open_and_analyse(args, ws)[2]
+    ckpt = ws.checkpoint(args.path, args.conv_view)
+    layers = select_layers(ckpt, args.layers)
+    if args.layers and not layers:
+        raise UsageError(f"no layer of {args.path} matches {', '.join(args.layers)}")
+    return [LayerResult(layer, None) for layer in layers if layer.analysable]
+
+
+def eval_compress(args, ws, target: float) -> int:
+    from core import jobs
+    from core.report import compress_document
+
+    choice = evaluator_choice(args)
+    results = _compress_layers(args, ws, args.allocation == "shat")
+    ws.evaluator(args.path, args.conv_view, choice)
+    if "whitened" in args.mode:
+        _say_calibration(ws, args, choice)
+    req = jobs.CompressRequest(args.path, tuple(results), choice, analysis_options(args).methods, args.mode[0],
+                               args.conv_view, calibration_choice(args), target, args.mode, args.allocation,
+                               args.plan_method)
+    with progress_bar("compressing") as tick:
+        rep = jobs.compress(req, tick, ws=ws)
+    for o in rep.outcomes.values():
+        if o.allocation.off_target:
+            from core.compress import describe
+
+            print(f"{o.mode}: {describe(o.allocation)}", file=sys.stderr)
+        _say_fallback(o.fallback)
+    emit(args.format, compress_document(str(ws.checkpoint(args.path, args.conv_view).path), rep),
+         lambda t, d: t.compress_table(d))
     _say_where(args, ws, choice)
     return EXIT_OK
 
@@ -241,8 +385,8 @@ def eval_each(args, ws, opts, results, choice) -> int:
     from core.jobs import SensitivityRequest
     from core.report import plan_document, sensitivity_document
 
-    req = SensitivityRequest(args.path, tuple(results), choice, opts.methods, args.mode, args.conv_view,
-                             plan_method=args.plan_method, budget=args.budget)
+    req = SensitivityRequest(args.path, tuple(results), choice, opts.methods, one_mode(args), args.conv_view,
+                             calibration_choice(args), plan_method=args.plan_method, budget=args.budget)
     with progress_bar("each layer" + (" and a plan" if args.budget else "")) as tick:
         rep = jobs.sensitivity(req, tick, ws=ws)
     path = str(ws.checkpoint(args.path, args.conv_view).path)
@@ -262,6 +406,8 @@ def cmd_sweep(args) -> int:
     from core.report import sweep_csv_rows, sweep_document
 
     args.layers = [args.layer]
+    if one_mode(args) == "shrink":
+        raise UsageError("sweep runs hard or whitened truncation (shrink's values depend on each method's σ̂²)")
     ws = Workspace()
     ckpt, opts, results = open_and_analyse(args, ws)
     result = next((r for r in results if r.layer.name == args.layer), None)
@@ -272,7 +418,8 @@ def cmd_sweep(args) -> int:
     p = result.analysis.shape.p if result.analysis else 0
     ranks = tuple(parse_ranks(args.ranks, p)) if args.ranks else None
     with progress_bar("sweeping") as tick:
-        rep = jobs.sweep(SweepRequest(args.path, result, choice, ranks, args.conv_view), tick, ws=ws)
+        rep = jobs.sweep(SweepRequest(args.path, result, choice, ranks, args.conv_view, one_mode(args),
+                                      calibration_choice(args)), tick, ws=ws)
     emit(args.format, sweep_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.sweep_table(d),
          sweep_csv_rows)
     return EXIT_OK
@@ -292,7 +439,8 @@ def cmd_app(args) -> int:
     executor = (args.executor, args.gpus_per_task, args.cpus_per_task, args.max_retries)
     s = args.settings
     RmtApp(paths, options=opts, conv_view=args.conv_view, evaluator=choice, executor=executor, keymap=s.keymap,
-           theme=s.theme, theme_file=s.write_to, braille=s.braille).run()
+           theme=s.theme, theme_file=s.write_to, braille=s.braille, mode=one_mode(args),
+           calibration=calibration_choice(args)).run()
     # A cancelled worker may still be inside one LAPACK call, which cannot be interrupted; its
     # result is discarded anyway (cache writes are atomic), so do not make the user wait for it.
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

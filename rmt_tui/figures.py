@@ -153,6 +153,8 @@ def figure_of_view(view: str, title: str, analysis=None, sweep=None, compared=No
         return (lambda ax: draw_trajectory(ax, compared.labels, compared.analyses, title)), None
     if view == "delta":
         return (lambda ax: draw_histogram(ax, delta.analysis, f"ΔW: {title}")), caption(delta.analysis)
+    if view == "whitened":  # ``analysis`` is W·L's
+        return (lambda ax: draw_histogram(ax, analysis, f"W·L: {title}")), caption(analysis)
     raise UsageError(f"no figure for the {view!r} view")
 
 

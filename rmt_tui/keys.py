@@ -25,6 +25,12 @@ APP_BINDINGS = [
             tooltip="the evaluator's metric and Avew against the kept rank of the selected layer"),
     Binding("S", "sensitivity", "Each layer", show=False, id="sensitivity",
             tooltip="per-layer sensitivity: each layer alone truncated to each method's ŝ, sorted by damage"),
+    Binding("m", "cycle_mode", "Mode", show=False, id="cycle_mode",
+            tooltip="cycle the truncation mode of e, E, s and S: hard, shrink (de-biased values), whitened "
+                    "(W·L's top values mapped back; calibration data from the evaluator, collected once)"),
+    Binding("w", "whitened", "Whitened", show=False, id="whitened",
+            tooltip="the spectrum of W·L (L: the Cholesky factor of the layer's calibration-input Gram matrix) "
+                    "with each method's thresholds and MP fit"),
     Binding("v", "cycle_view", "View", id="cycle_view",
             tooltip="cycle the plot: histogram + MP fits, sorted values, sweep (and, with several "
                     "checkpoints, the compare views)"),
@@ -92,7 +98,7 @@ class KeyBindings:
             return several
         if action == "delta":
             return delta
-        if action == "sweep" or (action == "evaluate" and parameters == ("layer",)):
+        if action in ("sweep", "whitened") or (action == "evaluate" and parameters == ("layer",)):
             return layer_actions
         return True
 

@@ -46,6 +46,13 @@ class SweepDone(Message):
 
 
 @dataclass
+class WhitenedDone(Message):
+    key: LayerKey
+    result: LayerResult
+    calibration: dict  # the calibration's record: {source, tokens | samples, disjoint}
+
+
+@dataclass
 class DeltaDone(Message):
     base: int
     key: LayerKey  # the tuned checkpoint's layer

@@ -45,7 +45,8 @@ class ResultsPanel(Static):
 
     def show(self, o: Opened | None, layer: Layer | None, result: LayerResult | None, jobs: list,
              error: str | None = None, view: str = "histogram", compare: Compared | None = None,
-             delta: DeltaResult | None = None, no_color: bool = False) -> None:
+             delta: DeltaResult | None = None, no_color: bool = False, mode: str = "hard",
+             whitened: LayerResult | None = None) -> None:
         parts: list[RenderableType] = []
         if o is not None and (about := model_line(o.ckpt.metadata)):
             parts.append(shown(about, "dim"))
@@ -53,8 +54,14 @@ class ResultsPanel(Static):
             parts += [shown(layer.name, "bold"), *self._compare_part(compare, no_color)]
         elif layer is not None and view == "delta":
             parts += [shown(layer.name, "bold"), *self._delta_part(delta)]
+        elif layer is not None and view == "whitened" and whitened is not None:
+            parts += self._layer_part(layer, whitened)
+            if whitened.analysis is not None:
+                parts.append(Text("numbers of W·L (whitened on the calibration data), not of W", style="dim"))
         elif layer is not None:
             parts += self._layer_part(layer, result)
+        if layer is not None:
+            parts.append(Text(f"truncation mode: {mode} (m cycles)", style="dim"))
         if o is not None and layer is not None and layer.name in o.evals:
             parts += self._eval_part("this layer", o.evals[layer.name], result)
         if o is not None and ALL_LAYERS in o.evals:
@@ -183,7 +190,8 @@ class ResultsPanel(Static):
     @staticmethod
     def _eval_part(title: str, rep: EvalReport, result: LayerResult | None) -> list[RenderableType]:
         spec = rep.primary
-        t = Table(box=None, pad_edge=False, title=shown(f"evaluation: {title} ({rep.evaluator})"), title_justify="left",
+        t = Table(box=None, pad_edge=False, title=shown(f"evaluation: {title} ({rep.evaluator}, {rep.mode})"),
+                  title_justify="left",
                   title_style="bold", header_style="bold")
         t.add_column("")
         t.add_column(spec.label, justify="right")

@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 # One colour and one marker per method, so the legend reads with or without colour: the n-th
 # registered method takes the n-th pair (a new method needs no entry here).
 METHOD_STYLES = (("red", "•"), ("cyan", "+"), ("magenta", "x"), ("green", "*"), ("yellow", "o"), ("blue", "#"))
-VIEWS = ("histogram", "values", "sweep")
+VIEWS = ("histogram", "values", "sweep", "whitened")
 # Views of several checkpoints, in the cycle when two or more are open (delta: when a base is marked).
 COMPARE_VIEWS = ("compare-density", "compare-values", "trajectory")
 VIEW_TITLES = {"histogram": "histogram of s + MP fits", "values": "sorted singular values (log)",
-               "sweep": "metric and Avew vs kept rank", "compare-density": "overlay: density of s",
+               "sweep": "metric and Avew vs kept rank", "whitened": "W·L (whitened): histogram + MP fits",
+               "compare-density": "overlay: density of s",
                "compare-values": "overlay: sorted s (log)",
                "trajectory": "ŝ and σ̂² across checkpoints", "delta": "ΔW = tuned − base: histogram + MP fits"}
 # One colour (or, without colour, one marker) per checkpoint in the overlays.

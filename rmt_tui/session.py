@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.calibration import CalibrationChoice
 from core.compare.matching import TIED, MatchRow, MatchTable, labels_for, match_layers
 from core.evaluate.outcomes import EvaluatorChoice
 from core.io.checkpoint import Checkpoint, open_checkpoint
@@ -36,6 +37,7 @@ class Opened:
     results: dict[str, LayerResult] = field(default_factory=dict)
     evals: dict[str, EvalReport] = field(default_factory=dict)  # layer name or ALL_LAYERS → report
     sweeps: dict[str, SweepReport] = field(default_factory=dict)
+    whitened: dict[str, LayerResult] = field(default_factory=dict)  # W·L's analysis (the whitened view)
 
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress reports: light on a slow link
@@ -68,9 +70,12 @@ class Job:
 
 
 class Session:
-    def __init__(self, conv_view: str = "reshape", evaluator: EvaluatorChoice = EvaluatorChoice()):
+    def __init__(self, conv_view: str = "reshape", evaluator: EvaluatorChoice = EvaluatorChoice(),
+                 mode: str = "hard", calibration: CalibrationChoice = CalibrationChoice()):
         self.conv_view = conv_view
         self.evaluator = evaluator  # which evaluator the user asked for (jobs resolve it per checkpoint)
+        self.mode = mode  # the truncation mode of evaluations, sweeps and the sensitivity job (m cycles it)
+        self.calibration = calibration  # whitened mode's data
         self.opened: list[Opened] = []
         self.jobs: dict[str, Job] = {}
         self.match: MatchTable | None = None  # the layers paired across checkpoints (two or more open)
@@ -136,6 +141,7 @@ class Session:
             o.results.clear()
             o.evals.clear()
             o.sweeps.clear()
+            o.whitened.clear()
         self.deltas.clear()
 
     # -- what jobs found ----------------------------------------------------------------------
@@ -152,6 +158,15 @@ class Session:
 
     def record_sweep(self, key: LayerKey, report: SweepReport) -> None:
         self.opened[key.ckpt].sweeps[key.name] = report
+
+    def record_whitened(self, key: LayerKey, result: LayerResult) -> None:
+        self.opened[key.ckpt].whitened[key.name] = result
+
+    def cycle_mode(self) -> str:
+        from core.truncation import MODES
+
+        self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+        return self.mode
 
     def record_delta(self, base: int, key: LayerKey, result: DeltaResult) -> None:
         self.deltas[base, key] = result

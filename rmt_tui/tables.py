@@ -16,8 +16,10 @@ from .render import fmt, metric_value, noise_cell, rank_cell, ranks_summary, sho
 
 def report_table(doc: dict, methods) -> Table:
     # No vertical rules: the columns of a model with long tensor names still fit 80 columns.
-    t = Table(title=shown(doc["checkpoint"]), title_justify="left", pad_edge=False, expand=False,
-              box=box.SIMPLE_HEAD)
+    whitened = (doc.get("options") or {}).get("calibration")
+    title = doc["checkpoint"] + (f" — W·L, whitened on {whitened.get('tokens', whitened.get('samples'))} "
+                                 f"{'tokens' if 'tokens' in whitened else 'samples'}" if whitened else "")
+    t = Table(title=shown(title), title_justify="left", pad_edge=False, expand=False, box=box.SIMPLE_HEAD)
     # Up to two methods: ŝ and Avew each; more: ŝ of each and the first one's Avew (80 columns).
     avew_of = methods if len(methods) <= 2 else methods[:1]
     noise = any(layer["noise"] for layer in doc["layers"])
@@ -70,6 +72,31 @@ def eval_table(doc: dict) -> Table:
     for m, o in doc["methods"].items():
         t.add_row(f"{short_label(m)} ŝ ({doc['mode']})", metric_value(spec, o["metrics"], o["value"]),
                   ranks_summary(o["ranks"]), f"{o['params_saved']:,}", fmt(o["mean_avew"]))
+    return t
+
+
+EXTRA_METRICS = ("ppl", "top1", "nn_agreement")  # shown beside the primary where the evaluator gives them
+
+
+def compress_table(doc: dict) -> Table:
+    spec, label = _primary(doc)
+    c = doc["compress"]
+    base = doc["baseline"]
+    extra = [k for k in EXTRA_METRICS if k in base]
+    t = Table(title=shown(f"{doc['checkpoint']} — {c['target']:.0%} of the parameters removed "
+                          f"({c['allocation']} allocation), evaluator {doc['evaluator']}"), title_justify="left")
+    for name, right in (("truncation", False), ("removed", True), ("params saved", True), (label, True),
+                        *((k, True) for k in extra), ("hard fallback", True)):
+        t.add_column(name, justify="right" if right else "left")
+    t.add_row("none (baseline)", "", "", spec.show(base[spec.key]), *[fmt(base[k], ".4g") for k in extra], "")
+    for mode, o in c["modes"].items():
+        t.add_row(mode, f"{o['achieved']:.1%}", f"{o['params_saved']:,}", metric_value(spec, o["metrics"], o["value"]),
+                  *[fmt(o["metrics"][k], ".4g") for k in extra], str(len(o["fallback"])) if mode == "whitened" else "")
+    if cal := c.get("calibration"):
+        unit = "tokens" if "tokens" in cal else "samples"
+        t.caption = shown(f"calibration: {cal[unit]} {unit} of {cal['source']}"
+                          + ("" if cal["disjoint"] else " (OVERLAPS the scored data)"))
+        t.caption_justify = "left"
     return t
 
 

@@ -157,6 +157,7 @@ class SpectrumPlot(Widget):
         self.sweep: SweepReport | None = None
         self.compare: Compared | None = None  # the layer in every open checkpoint (two or more open)
         self.delta: DeltaResult | None = None
+        self.whitened: LayerResult | None = None  # W·L's analysis, once computed (w)
         self.delta_wanted = False  # a base is marked and this layer is in another checkpoint
         self.normalise = False  # overlays in units of each checkpoint's own fitted edge s₊
         self.delta_note = ""  # why there is no delta to wait for (the base has no such layer)
@@ -166,8 +167,9 @@ class SpectrumPlot(Widget):
         self._predraw = None
 
     def show(self, result: LayerResult | None, sweep: SweepReport | None, message: str = "",
-             compare: Compared | None = None, delta: DeltaResult | None = None, delta_wanted: bool = False) -> None:
-        self.result, self.sweep, self.message = result, sweep, message
+             compare: Compared | None = None, delta: DeltaResult | None = None, delta_wanted: bool = False,
+             whitened: LayerResult | None = None) -> None:
+        self.result, self.sweep, self.message, self.whitened = result, sweep, message, whitened
         self.compare, self.delta, self.delta_wanted = compare, delta, delta_wanted
         if self.view not in self.views():
             self.view = VIEWS[0]
@@ -212,6 +214,8 @@ class SpectrumPlot(Widget):
                 else None
         if view == "delta":
             a = self.delta.analysis if self.delta is not None else None
+        elif view == "whitened":
+            a = self.whitened.analysis if self.whitened is not None else None
         else:
             a = self.result.analysis if self.result is not None else None
         return a if a is not None and a.sv.size else None
@@ -233,8 +237,8 @@ class SpectrumPlot(Widget):
             text = draw_overlay_values(overlay_values(data.items(), self.normalise, columns=w), w, h, color)
         elif view == "trajectory":
             text = draw_trajectory(list(data.short), list(data.analyses), w, h, color)
-        elif view == "delta":
-            text = draw_histogram(data, w, h, color, title="delta", braille=self.braille)
+        elif view in ("delta", "whitened"):
+            text = draw_histogram(data, w, h, color, title=view, braille=self.braille)
         elif view == "histogram":
             text = draw_histogram(data, w, h, color, braille=self.braille)
         else:
@@ -249,6 +253,12 @@ class SpectrumPlot(Widget):
         if self._data(self.view) is None:
             if self.view == "sweep":
                 return Text("sweep view: no sweep for this layer yet — press s to run one", style="dim")
+            if self.view == "whitened":
+                w = self.whitened
+                if w is not None and w.reason:
+                    return Text(f"whitened view: {w.reason}", style="dim")
+                return Text("whitened view: press w to compute W·L's spectrum (the calibration data are collected "
+                            "once, from the evaluator)", style="dim")
             if self.view in COMPARE_VIEWS:
                 c = self.compare
                 if c is not None and c.missing == len(c.analyses) - 1:

@@ -19,17 +19,27 @@ from core.jobs import (
     EvaluateRequest,
     SensitivityRequest,
     SweepRequest,
+    WhitenedRequest,
 )
 from core.progress import Cancelled, tracked
 from core.scan import LayerResult
 
-from .messages import DeltaDone, EvalDone, JobEnded, JobProgress, LayerAnalysed, SensitivityDone, SweepDone
+from .messages import (
+    DeltaDone,
+    EvalDone,
+    JobEnded,
+    JobProgress,
+    LayerAnalysed,
+    SensitivityDone,
+    SweepDone,
+    WhitenedDone,
+)
 from .session import Job, LayerKey, Opened
 from .widgets import SpectrumPlot
 
 # Each background job is a named worker method in its own exclusive group (a new job replaces the
 # running one of its kind); esc cancels them all.
-JOB_GROUPS = ("layer", "compare", "delta", "analyse-all", "evaluate", "sensitivity", "sweep")
+JOB_GROUPS = ("layer", "compare", "delta", "analyse-all", "evaluate", "sensitivity", "sweep", "whitened")
 
 
 class JobWorkers:
@@ -133,7 +143,8 @@ class JobWorkers:
         with self._reporting(job):
             total = len(layers) + 1 + len(self.options.methods)  # analyses, baseline, one per method
             req = EvaluateRequest(str(o.path), self._results_of(o, layers, job, total), self.session.evaluator,
-                                  self.options.methods, conv_view=self.session.conv_view)
+                                  self.options.methods, self.session.mode, self.session.conv_view,
+                                  self.session.calibration)
             rep = self.evaluation_process.call(req, job.token, job.stage(len(layers), total, "evaluate"))
             if self._live(job):
                 self.post_message(EvalDone(o.index, scope, rep))
@@ -144,7 +155,8 @@ class JobWorkers:
             layers = [l for l in o.ckpt.layers if l.analysable]
             total = 2 * len(layers) + 1  # analyses, then about one evaluation per layer and method
             req = SensitivityRequest(str(o.path), self._results_of(o, layers, job, total), self.session.evaluator,
-                                     self.options.methods, conv_view=self.session.conv_view)
+                                     self.options.methods, self.session.mode, self.session.conv_view,
+                                     self.session.calibration)
             rep = self.evaluation_process.call(req, job.token, job.stage(len(layers), total, "evaluate"))
             if self._live(job):
                 self.post_message(SensitivityDone(o.index, rep))
@@ -154,10 +166,24 @@ class JobWorkers:
         with self._reporting(job):
             o = self.session.opened[key.ckpt]
             r = o.results.get(key.name) or self._analyse(o, key.name, job)
-            req = SweepRequest(str(o.path), r, self.session.evaluator, conv_view=self.session.conv_view)
+            mode = "whitened" if self.session.mode == "whitened" else "hard"  # a sweep's ranks have no σ̂²
+            req = SweepRequest(str(o.path), r, self.session.evaluator, conv_view=self.session.conv_view, mode=mode,
+                               calibration=self.session.calibration)
             rep = self.evaluation_process.call(req, job.token, job.progress)
             if self._live(job):
                 self.post_message(SweepDone(key, rep))
+
+    @work(thread=True, exclusive=True, group="whitened", exit_on_error=False)
+    def _whitened(self, job: Job, key: LayerKey) -> None:
+        """W·L's analysis, in the evaluation process (which keeps the evaluator and the calibration
+        data: the first layer collects them, the next ones reuse them)."""
+        with self._reporting(job):
+            o = self.session.opened[key.ckpt]
+            req = WhitenedRequest(str(o.path), (key.name,), self.options, self.session.evaluator,
+                                  self.session.calibration, self.session.conv_view)
+            results, record = self.evaluation_process.call(req, job.token, job.progress)
+            if self._live(job):
+                self.post_message(WhitenedDone(key, results[0], record))
 
     def action_export(self) -> None:
         """The plot on screen as a PNG figure in the current folder (a new file each time)."""
@@ -167,12 +193,14 @@ class JobWorkers:
             self._say("select an analysed layer first", severity="warning")
             return
         o = self.session.opened[key.ckpt]
-        sweep, delta = o.sweeps.get(key.name), self.session.delta(key)
+        sweep, delta, white = o.sweeps.get(key.name), self.session.delta(key), o.whitened.get(key.name)
         if (plot.view == "sweep" and sweep is None) or (plot.view == "delta" and (delta is None or delta.analysis
-                                                                                  is None)):
+                                                                                  is None)) or \
+                (plot.view == "whitened" and (white is None or white.analysis is None)):
             self._say(f"nothing to export yet in the {plot.view} view", severity="warning")
             return
-        self._export(plot.view, o.path.name, key.name, result.analysis, sweep, plot.compare, delta)
+        analysis = white.analysis if plot.view == "whitened" else result.analysis
+        self._export(plot.view, o.path.name, key.name, analysis, sweep, plot.compare, delta)
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
     def _export(self, view, ckpt_name, layer, analysis, sweep, compared, delta) -> None:

@@ -81,7 +81,7 @@ async def test_navigation_analyse_all_and_views():
             await pilot.press("v")
             await pilot.pause()
             seen.append(plot.view)
-        assert seen == ["values", "sweep", "histogram"]
+        assert seen == ["values", "sweep", "whitened", "histogram"]
 
 
 async def test_hidden_views_are_drawn_ahead_so_cycling_views_draws_nothing(monkeypatch):
@@ -105,7 +105,7 @@ async def test_hidden_views_are_drawn_ahead_so_cycling_views_draws_nothing(monke
         await pilot.pause(plot.PREDRAW_DELAY + 0.3)
         assert "draw_histogram" in drawn[2:]  # a new size: the hidden view is drawn again ahead of time
         n = len(drawn)
-        await pilot.press("v", "v")  # the sweep view (no sweep yet), then the histogram
+        await pilot.press("v", "v", "v")  # the sweep and whitened views (neither computed yet), then the histogram
         await pilot.pause()
         assert plot.view == "histogram" and "histogram of s" in plot.render().plain
         assert len(drawn) == n

@@ -315,3 +315,21 @@ def test_a_truncated_gguf_runs_as_a_model(tmp_path, cli):
     assert code == EXIT_OK, err
     doc = json.loads(doc)
     assert doc["evaluator"] == "hf-causal-lm" and doc["baseline"]["ppl"] < 1000
+
+
+def test_whitened_compression_of_a_gguf_llm_reports_its_own_tensor_names(tmp_path, cli):
+    """The hooks sit on the model transformers builds; the ranks come back under the GGUF's names."""
+    from core.paths import DEMO_DIR
+
+    gguf = llama_folder_to_gguf(DEMO_DIR / "tiny-llama", tmp_path / "tiny.gguf")
+    code, out, err = cli("eval", gguf, "--compress", "20%", "--mode", "hard,whitened", "--layers", "blk.*",
+                         "--format", "json")
+    assert code == EXIT_OK, err
+    modes = json.loads(out)["compress"]["modes"]
+    assert modes["whitened"]["fallback"] == {} and all(n.startswith("blk.") for n in modes["whitened"]["ranks"])
+    assert modes["whitened"]["metrics"]["kl"] < modes["hard"]["metrics"]["kl"] / 5
+    out_file = tmp_path / "small.gguf"
+    code, _, err = cli("truncate", gguf, "--compress", "20%", "--mode", "whitened", "--layers", "blk.*", "-o", out_file)
+    assert code == EXIT_OK, err
+    code, out, err = cli("eval", out_file, "--methods", "bema", "--layers", "blk.0.ffn_up*", "--format", "json")
+    assert code == EXIT_OK, err  # the written GGUF loads and runs as a model

@@ -227,3 +227,33 @@ async def test_app_evaluates_the_tiny_lm_and_shows_each_layer():
         await settle(app, pilot, rounds=3)
         assert isinstance(app.screen, SensitivityScreen)
         assert "each layer alone at ŝ" in rendered(app.screen.table)
+
+
+def test_whitened_truncation_feeds_gpt2_conv1d_and_bert_layers(tmp_path, tokenizer, cli):
+    """GPT-2 stores its Conv1D weights (in, out): whitened on the rows. BERT's padded batches:
+    the Gram matrices leave the padding out (the mask). Every block linear is fed."""
+    for kind, layers in (("gpt2", "transformer.h.*"), ("bert", "encoder.*")):
+        folder = build(kind, tmp_path / kind, tokenizer)
+        ckpt = open_checkpoint(folder)
+        _, ev = choose_evaluator(ckpt, None)
+        cal = ev.calibrate(ckpt.state_dict(), 2048 if kind == "gpt2" else 64)
+        assert cal.disjoint
+        if kind == "gpt2":
+            assert "transformer.h.0.attn.c_attn.weight" in cal.transposed
+            assert cal.grams["transformer.h.0.mlp.c_proj.weight"].shape == (256, 256)  # its input: 256 wide
+        code, out, err = cli("eval", folder, "--compress", "30%", "--mode", "hard,whitened", "--layers", layers,
+                             "--calibration-tokens", 2048 if kind == "gpt2" else 64, "--format", "json")
+        assert code == EXIT_OK, err
+        white = json.loads(out)["compress"]["modes"]["whitened"]
+        assert white["fallback"] == {} and abs(white["achieved"] - 0.3) <= 0.01
+
+
+def test_real_minilm_compresses_far_better_whitened(tmp_path, cli):
+    code, out, err = cli("eval", _minilm(), "--compress", "20%", "--mode", "hard,whitened", "--layers", "encoder.*",
+                         "--calibration-tokens", "128", "--format", "json")
+    assert code == EXIT_OK, err
+    c = json.loads(out)["compress"]
+    assert c["calibration"] == {"source": "pydoc_data.topics (CPython's reference manual)", "samples": 128,
+                                "disjoint": True}
+    hard, white = c["modes"]["hard"]["metrics"]["fidelity"], c["modes"]["whitened"]["metrics"]["fidelity"]
+    assert white > 0.85 and white > hard + 0.1  # measured: 0.93 against 0.71 (512 sentences)
