@@ -147,7 +147,7 @@ def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bem
             ``"whitened"`` (W·L's top values mapped back, SPEC §13; calibration data from the
             checkpoint's evaluator).
         compress: a fraction in (0, 1) of the layers' parameters to remove, ranks by ``allocation``
-            (``"loss"``, ``"uniform"`` or ``"shat"``).
+            (``"loss"``, ``"uniform"``, ``"shat"`` or ``"sensitivity"``, which evaluates each layer).
         calibration, calibration_count: the whitened mode's data (a file; tokens or samples).
 
     Returns:
@@ -175,7 +175,12 @@ def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bem
         names = [x.name for x in select_layers(ckpt, layers) if x.analysable]
         fed = ws.whitening(path, "reshape", choice, cal, names)[0] if mode == "whitened" else {}
         shat = jobs.shat_of(analyse_checkpoint(ckpt, [method], layers=layers), method) if allocation == "shat" else None
-        alloc = budget_plan(ckpt, names, compress, mode, allocation, fed, shat)
+        weigh = None
+        if allocation == "sensitivity":
+            from core.evaluate.compress import weigher
+
+            weigh = weigher(ckpt, ws.evaluator(path, "reshape", choice)[1], compress, mode, fed)
+        alloc = budget_plan(ckpt, names, compress, mode, allocation, fed, shat, weigh=weigh)
         plan = {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
         method, sigma2 = f"compress:{compress:.0%}:{allocation}", {}
     else:

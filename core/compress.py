@@ -12,6 +12,9 @@ the budget allows. Rules:
   the calibration data that dropping it costs (SPEC §13), relative to the layer's own.
 * ``uniform``: every layer keeps the same fraction of its break-even rank (SVD-LLM's rule).
 * ``shat``: ranks in proportion to each layer's RMT signal rank ŝ (the analysed method's).
+* ``sensitivity``: ``loss`` with each layer's share weighted by its measured damage per unit of
+  relative loss — each layer truncated alone at the uniform rule's rank and evaluated (one
+  evaluation per layer: ``core.evaluate.compress.sensitivity_weights``).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ if TYPE_CHECKING:  # torch, through truncation: not for a command that only pars
     from core.io.checkpoint import Checkpoint
     from core.truncation import Fed
 
-RULES = ("loss", "uniform", "shat")
+RULES = ("loss", "uniform", "shat", "sensitivity")
 DEFAULT_RULE = "loss"  # measured best (demo_models/EXPERIMENTS.md, "Compression under a budget")
 
 
@@ -42,6 +45,7 @@ class Spectrum:
     n: int
     values: np.ndarray
     shat: int | None = None  # the RMT rank, for the ``shat`` rule
+    weight: float = 1.0  # the ``sensitivity`` rule's damage per unit of relative loss
 
     @property
     def p(self) -> int:
@@ -77,9 +81,13 @@ def _scores(sp: Spectrum, rule: str) -> np.ndarray:
         return -(i + 1) / max(sp.break_even, 1)
     if rule == "shat":
         return -(i + 1) / max(sp.shat or 0, 1)
+    return sp.weight * np.minimum.accumulate(shares(sp)) / (sp.m + sp.n)  # round-off never reorders a layer
+
+
+def shares(sp: Spectrum) -> np.ndarray:
+    """Each singular value's share of the layer's energy, s_i² / Σ s²."""
     energy = float(np.sum(np.asarray(sp.values, dtype=np.float64) ** 2)) or 1.0
-    share = np.asarray(sp.values[:sp.p], dtype=np.float64) ** 2 / energy
-    return np.minimum.accumulate(share) / (sp.m + sp.n)  # ties and round-off never reorder a layer
+    return np.asarray(sp.values[:sp.p], dtype=np.float64) ** 2 / energy
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def layer_spectra(ckpt: Checkpoint, names: Sequence[str], fed: Mapping[str, Fed]
         check(cancel)
         layer = ckpt.layer(name)
         m, n = layer.matrix
-        if rule != "loss":
+        if rule not in ("loss", "sensitivity"):
             values = None
         elif name in fed:
             values = singular_values(whitened_matrix(ckpt.matrix(layer), fed[name]))
@@ -158,7 +166,16 @@ def layer_spectra(ckpt: Checkpoint, names: Sequence[str], fed: Mapping[str, Fed]
 
 def budget_plan(ckpt: Checkpoint, names: Sequence[str], target: float, mode: str, rule: str = DEFAULT_RULE,
                 fed: Mapping[str, Fed] | None = None, shat: Mapping[str, int] | None = None,
-                cancel: CancelToken | None = None) -> Allocation:
+                cancel: CancelToken | None = None, weigh=None) -> Allocation:
     """The ranks that remove ``target`` of the named layers' parameters in ``mode`` (whitened:
-    the layers in ``fed`` ranked by W·L's spectrum)."""
-    return allocate(layer_spectra(ckpt, names, fed if mode == "whitened" else {}, rule, shat, cancel), target, rule)
+    the layers in ``fed`` ranked by W·L's spectrum). ``weigh(spectra) → {layer: weight}`` gives
+    the ``sensitivity`` rule its weights (it evaluates; see core.evaluate.compress)."""
+    spectra = layer_spectra(ckpt, names, fed if mode == "whitened" else {}, rule, shat, cancel)
+    if rule == "sensitivity":
+        if weigh is None:
+            raise UsageError("--allocation sensitivity evaluates each layer: it needs an evaluator")
+        from dataclasses import replace
+
+        weights = weigh(spectra)
+        spectra = [replace(sp, weight=weights[sp.name]) for sp in spectra]
+    return allocate(spectra, target, rule)

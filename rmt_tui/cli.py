@@ -147,8 +147,9 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
                    "rank-k layer counts k(m+n) when below mn, else mn), ranks allocated by --allocation")
     p.add_argument("--allocation", choices=RULES, default=DEFAULT_RULE,
                    help="how --compress spreads the ranks: loss (each value's share of its layer's (whitened) "
-                        "energy per parameter), uniform (the same fraction of every layer) or shat (in "
-                        "proportion to each layer's ŝ) (default: %(default)s)")
+                        "energy per parameter), uniform (the same fraction of every layer), shat (in "
+                        "proportion to each layer's ŝ) or sensitivity (loss weighted by each layer's measured "
+                        "damage: one evaluation per layer) (default: %(default)s)")
 
 
 def _add_config_option(p: argparse.ArgumentParser) -> None:

@@ -147,7 +147,7 @@ def test_mnist_calibration_images_are_never_scored(tmp_path):
     ev = MnistEvaluator()
     state = open_checkpoint(DEFAULT_DEMO_MODEL).state_dict()
     cal = ev.calibrate(state)
-    assert cal.record() == {"source": "1000 MNIST training images (mnist_calibration.npz)", "samples": 1000,
+    assert cal.record() == {"source": "MNIST training images (mnist_calibration.npz)", "samples": 1000,
                             "disjoint": True}
     assert set(cal.grams) == {"fc1.weight", "fc2.weight", "fc3.weight"}
     images, _ = load_test_split()
@@ -221,7 +221,7 @@ def test_eval_compress_on_the_mnist_demo(cli):
                          "uniform")
     assert code == EXIT_OK, err
     assert "whitened" in out and "40.0%" in out and "accuracy" in out
-    assert "1000 MNIST training images" in out + err
+    assert "1000 samples of MNIST training images" in out + err
 
 
 def test_eval_whitened_falls_back_to_hard_for_the_embedding_and_says_so(cli):
@@ -286,7 +286,7 @@ def test_report_whitened_analyses_w_times_l(cli):
     code, out, err = cli("report", DEFAULT_DEMO_MODEL, "--whitened", "--format", "json", "--no-cache")
     assert code == EXIT_OK, err
     doc = json.loads(out)
-    assert doc["options"]["calibration"] == {"source": "1000 MNIST training images (mnist_calibration.npz)",
+    assert doc["options"]["calibration"] == {"source": "MNIST training images (mnist_calibration.npz)",
                                              "samples": 1000, "disjoint": True, "whitened": True}
     state = open_checkpoint(DEFAULT_DEMO_MODEL).state_dict()
     cal = MnistEvaluator().calibrate(state)
@@ -338,3 +338,26 @@ async def test_the_app_switches_mode_and_shows_the_whitened_spectrum():
         assert "numbers of W·L" in panel_text(app)
         await pilot.press("v")  # the cycle goes on from the whitened view
         assert plot.view != "whitened"
+
+
+def test_sensitivity_allocation_weighs_layers_by_their_measured_damage(cli, tmp_path):
+    from core.compress import budget_plan, layer_spectra
+    from core.evaluate.compress import sensitivity_weights
+    from core.evaluate.mnist import MnistEvaluator
+    from core.io.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(DEFAULT_DEMO_MODEL)
+    names = ["fc1.weight", "fc2.weight"]
+    with pytest.raises(UsageError, match="needs an evaluator"):
+        budget_plan(ckpt, names, 0.3, "hard", "sensitivity")
+    ev = MnistEvaluator(limit=2000)
+    base = ev(ckpt.state_dict())["accuracy"]
+    weights = sensitivity_weights(ckpt, layer_spectra(ckpt, names, {}, "sensitivity"), ev, 0.6, "hard", {}, base)
+    assert set(weights) == set(names) and all(w > 0 for w in weights.values())
+    code, out, err = cli("eval", DEFAULT_DEMO_MODEL, "--compress", "30%", "--allocation", "sensitivity",
+                         "--mode", "whitened", "--format", "json")
+    assert code == EXIT_OK, err
+    assert abs(json.loads(out)["compress"]["modes"]["whitened"]["achieved"] - 0.3) <= 0.01
+    code, _, err = cli("truncate", DEFAULT_DEMO_MODEL, "--compress", "30%", "--allocation", "sensitivity",
+                       "-o", tmp_path / "s.safetensors")
+    assert code == EXIT_OK, err

@@ -7,6 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from core.calibration import Calibration
 from core.compress import DEFAULT_RULE, Allocation, budget_plan
 from core.evaluate.base import Evaluator, primary_of, run_evaluator
@@ -36,11 +38,53 @@ class CompressReport:
     evaluator: str = ""
 
 
+def sensitivity_weights(ckpt: Checkpoint, spectra, evaluator: Evaluator, target: float, mode: str,
+                        fed, baseline: float, progress: Progress | None = None,
+                        cancel: CancelToken | None = None) -> dict[str, float]:
+    """Each layer's damage to the primary metric per unit of relative loss, measured by truncating
+    it alone at the rank the uniform rule gives it (everything else original)."""
+    from core.compress import allocate, shares
+    from core.io.layers import matrix_view
+    from core.progress import tracked
+    from core.truncation import truncate_matrix, write_back
+
+    primary = primary_of(evaluator)
+    probe = allocate(spectra, target, "uniform").ranks
+    state = ckpt.state_dict()
+    weights = {}
+    for sp in tracked(spectra, progress, cancel, label=lambda sp: f"sensitivity of {sp.name}", finish=False):
+        k = probe[sp.name]
+        lost = float(np.sum(shares(sp)[k:]))
+        if k >= sp.p or lost <= 0:
+            weights[sp.name] = 1.0
+            continue
+        layer = ckpt.layer(sp.name)
+        original = state[layer.tensor]
+        new = truncate_matrix(matrix_view(original, layer), k, mode, None, (fed or {}).get(sp.name))
+        state[layer.tensor] = write_back(original, layer, new)
+        value = run_evaluator(evaluator, state)[primary.key]
+        state[layer.tensor] = original
+        weights[sp.name] = max(primary.damage(baseline, value), 0.0) / lost
+    floor = max(min((w for w in weights.values() if w > 0), default=1.0) * 1e-3, 1e-12)
+    return {n: max(w, floor) for n, w in weights.items()}  # a harmless layer still ranks its own values
+
+
+def weigher(ckpt: Checkpoint, evaluator: Evaluator, target: float, mode: str, fed, baseline: float | None = None,
+            progress: Progress | None = None, cancel: CancelToken | None = None):
+    """The ``weigh`` callback of ``core.compress.budget_plan`` for the ``sensitivity`` rule."""
+    def weigh(spectra):
+        base = baseline if baseline is not None else run_evaluator(evaluator, ckpt.state_dict())[
+            primary_of(evaluator).key]
+        return sensitivity_weights(ckpt, spectra, evaluator, target, mode, fed, base, progress, cancel)
+    return weigh
+
+
 def compress_and_evaluate(ckpt: Checkpoint, names: Sequence[str], evaluator: Evaluator, target: float,
                           modes: Sequence[str], rule: str = DEFAULT_RULE, calibration: Calibration | None = None,
                           shat: Mapping[str, int] | None = None, progress: Progress | None = None,
                           cancel: CancelToken | None = None) -> CompressReport:
     progress = progress or no_progress
+    primary = primary_of(evaluator)
     progress(0, 1 + 2 * len(modes), "baseline")
     baseline = run_evaluator(evaluator, ckpt.state_dict())
     outcomes = {}
@@ -48,7 +92,11 @@ def compress_and_evaluate(ckpt: Checkpoint, names: Sequence[str], evaluator: Eva
         t0 = time.perf_counter()
         fed, fallback = whitening(ckpt, names, calibration) if mode == "whitened" else ({}, {})
         progress(1 + 2 * i, 1 + 2 * len(modes), f"{mode}: spectra")
-        alloc = budget_plan(ckpt, names, target, mode, rule, fed, shat, cancel)
+        def stage(done, total, what, i=i, mode=mode):
+            progress(1 + 2 * i, 1 + 2 * len(modes), f"{mode}: {what} ({done}/{total})")
+
+        weigh = weigher(ckpt, evaluator, target, mode, fed, baseline[primary.key], stage, cancel)
+        alloc = budget_plan(ckpt, names, target, mode, rule, fed, shat, cancel, weigh)
         plan = {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}  # the rest stay dense
         progress(2 + 2 * i, 1 + 2 * len(modes), f"{mode}: truncating")
         state = truncate_checkpoint(ckpt, plan, mode, None, cancel, fed)
