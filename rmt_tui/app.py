@@ -28,7 +28,6 @@ from .messages import (
     LayerAnalysed,
     SensitivityDone,
     SweepDone,
-    WhitenedDone,
 )
 from .panel import ResultsPanel
 from .plots import COMPARE_VIEWS, VIEW_TITLES
@@ -281,34 +280,6 @@ class RmtApp(JobWorkers, KeyBindings, SeveralCheckpoints, App):
             self._say("select an analysable layer first", severity="warning")
             return
         self._sweep(self._begin("sweep", f"sweep {key.name}"), key)
-
-    def action_cycle_mode(self) -> None:
-        mode = self.session.cycle_mode()
-        what = {"hard": "keep W's top singular values", "shrink": "de-biased values (σ̂²)",
-                "whitened": "W·L's top values mapped back; calibration data from the evaluator"}[mode]
-        self._say(f"truncation mode: {mode} ({what}) for e, E, s and S", timeout=4)
-        self._refresh_panel()
-
-    def action_whitened(self) -> None:
-        key = self.selected
-        if key is None or not self.session.layer(key).analysable:
-            self._say("select an analysable layer first", severity="warning")
-            return
-        if key.name in self.session.opened[key.ckpt].whitened:
-            self.query_one(SpectrumPlot).set_view("whitened")
-            self._refresh_selection()
-            return
-        self._whitened(self._begin("whitened", f"whitened spectrum of {key.name}"), key)
-
-    def on_whitened_done(self, msg: WhitenedDone) -> None:
-        self.session.record_whitened(msg.key, msg.result)
-        cal = msg.calibration
-        unit = "tokens" if "tokens" in cal else "samples"
-        self._say(f"calibration: {cal[unit]} {unit} of {cal['source']}"
-                  + ("" if cal["disjoint"] else " (overlaps the scored data)"), timeout=4)
-        if msg.key == self.selected:
-            self.query_one(SpectrumPlot).view = "whitened"
-            self._refresh_selection()
 
     def action_cancel(self) -> None:
         cancelled = self.session.cancel_all()

@@ -11,7 +11,9 @@ from pathlib import Path
 from core.errors import UsageError
 from core.text import printable
 
+from . import compressing  # whitened truncation and budgets (it calls back into this module)
 from .cli import EXIT_OK
+from .compressing import calibration_choice, one_mode
 from .output import emit, progress_bar
 
 
@@ -74,25 +76,10 @@ def cmd_report(args) -> int:
     ckpt, opts, results = open_and_analyse(args, ws)
     record = options_record(args, opts)
     if args.whitened:
-        results, record["calibration"] = _whitened_results(args, ws, opts, results)
+        results, record["calibration"] = compressing.whitened_results(args, ws, opts, results)
     doc = report_document(str(ckpt.path), results, opts.methods, record)
     emit(args.format, doc, lambda t, d: t.report_table(d, opts.methods), lambda d: report_csv_rows(d, opts.methods))
     return EXIT_OK
-
-
-def _whitened_results(args, ws, opts, results):
-    """report --whitened: each layer's W·L analysed in place of W (the layers the model does not
-    feed say why)."""
-    from core import jobs
-
-    choice = evaluator_choice(args)
-    _say_calibration(ws, args, choice)
-    req = jobs.WhitenedRequest(args.path, tuple(r.layer.name for r in results if r.layer.analysable), opts, choice,
-                               calibration_choice(args), args.conv_view)
-    with progress_bar("whitened spectra") as tick:
-        white, record = jobs.whitened(req, tick, ws=ws)
-    by_name = {r.layer.name: r for r in white}
-    return [by_name.get(r.layer.name, r) for r in results], {**record, "whitened": True}
 
 
 def open_matched(paths, args, labels=None, ws=None):
@@ -190,7 +177,7 @@ def cmd_truncate(args) -> int:
     from core.report import read_plan
     from core.truncation import resolve_ranks
 
-    mode, target = one_mode(args), _compress_target(args)
+    mode, target = one_mode(args), compressing.compress_target(args)
     factors = args.output.with_name(args.output.stem + ".factors.safetensors") if args.factors else None
     refuse_existing(args.output, args.force, sources=[args.path])  # before the analysis, not after it
     if factors is not None:
@@ -212,7 +199,7 @@ def cmd_truncate(args) -> int:
     choice = evaluator_choice(args)
     if target is not None:
         args.method = f"compress:{target:.0%}:{args.allocation}"
-        plan = _budget_ranks(args, ws, choice, mode, target)
+        plan = compressing.budget_ranks(args, ws, choice, mode, target)
         results = []
     else:
         ckpt, opts, results = open_and_analyse(args, ws)
@@ -223,8 +210,9 @@ def cmd_truncate(args) -> int:
         raise UsageError(f"{args.plan}: names layers {args.path} has no matrix for: {', '.join(missing[:3])}")
     sigma2 = jobs.shrink_variances(args.method, results, plan, analysis_options(args)) if mode == "shrink" else {}
     if mode == "whitened":
-        _say_calibration(ws, args, choice)
-        _say_fallback(ws.whitening(args.path, args.conv_view, choice, calibration_choice(args), list(plan))[1])
+        compressing.say_calibration(ws, args, choice)
+        compressing.say_fallback(ws.whitening(args.path, args.conv_view, choice, calibration_choice(args),
+                                              list(plan))[1])
     with progress_bar("truncating"):
         jobs.truncate(TruncateRequest(args.path, plan, args.output, args.method, mode, sigma2, args.force,
                                       args.conv_view, args.gguf_type, choice, calibration_choice(args), factors),
@@ -234,24 +222,6 @@ def cmd_truncate(args) -> int:
     print(f"wrote {args.output} ({len(plan)} layers truncated, {mode})"
           + (f" and their factors to {factors}" if factors else ""), file=sys.stderr)
     return EXIT_OK
-
-
-def _budget_ranks(args, ws, choice, mode: str, target: float) -> dict[str, int]:
-    """truncate --compress: the allocation's ranks, layers left dense left out of the plan."""
-    from core import jobs
-    from core.compress import budget_plan, describe
-
-    results = _compress_layers(args, ws, args.allocation == "shat")
-    names = [r.layer.name for r in results]
-    fed = ws.whitening(args.path, args.conv_view, choice, calibration_choice(args), names)[0] \
-        if mode == "whitened" else {}
-    shat = jobs.shat_of(results, analysis_options(args).methods[0]) if args.allocation == "shat" else None
-    ckpt = ws.checkpoint(args.path, args.conv_view)
-    with progress_bar("allocating"):
-        alloc = budget_plan(ckpt, names, target, mode, args.allocation, fed, shat)
-    say = describe(alloc) if alloc.off_target else f"removes {alloc.achieved:.1%} of the parameters"
-    print(f"{args.allocation} allocation: {say} ({alloc.params_saved:,} saved)", file=sys.stderr)
-    return {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
 
 
 def evaluator_choice(args):
@@ -266,7 +236,7 @@ def cmd_eval(args) -> int:
     from core.jobs import EvaluateRequest, Workspace
     from core.report import eval_document
 
-    target = _compress_target(args)
+    target = compressing.compress_target(args)
     if args.compress and args.each:
         raise UsageError("--compress and --each are separate jobs: a parameter budget, or each layer alone")
     if (args.budget or args.plan_out) and not args.each:
@@ -281,7 +251,7 @@ def cmd_eval(args) -> int:
         jobs.check_mode(mode, analysis_options(args))  # before the analysis, not after it
     ws = Workspace()
     if target is not None:
-        return eval_compress(args, ws, target)
+        return compressing.eval_compress(args, ws, target)
     mode = one_mode(args)
     ckpt, opts, results = open_and_analyse(args, ws)
     choice = evaluator_choice(args)
@@ -291,89 +261,13 @@ def cmd_eval(args) -> int:
     with progress_bar("evaluating") as tick:
         rep = jobs.evaluate(EvaluateRequest(args.path, tuple(results), choice, opts.methods, mode,
                                             args.conv_view, calibration_choice(args)), tick, ws=ws)
-    _say_fallback(rep.fallback)
+    compressing.say_fallback(rep.fallback)
     emit(args.format, eval_document(str(ckpt.path), rep.evaluator, rep), lambda t, d: t.eval_table(d))
-    _say_where(args, ws, choice)
+    say_where(args, ws, choice)
     return EXIT_OK
 
 
-def one_mode(args) -> str:
-    if len(args.mode) > 1:
-        raise UsageError(f"--mode {','.join(args.mode)}: several modes run only with eval --compress (each at the "
-                         "same budget); give one")
-    return args.mode[0]
-
-
-def _compress_target(args) -> float | None:
-    from core.compress import parse_target
-
-    return parse_target(args.compress) if args.compress is not None else None
-
-
-def calibration_choice(args):
-    from core.calibration import CalibrationChoice
-
-    return CalibrationChoice(args.calibration, args.calibration_tokens)
-
-
-def _say_fallback(fallback) -> None:
-    """Which layers whitened truncation could not feed, and so truncated hard."""
-    if fallback:
-        shown_ = ", ".join(list(fallback)[:4]) + ("…" if len(fallback) > 4 else "")
-        print(f"whitened: {len(fallback)} layers truncated hard instead ({shown_}): "
-              f"{printable(next(iter(fallback.values())))}", file=sys.stderr)
-
-
-def _say_calibration(ws, args, choice) -> None:
-    cal = ws.calibration(args.path, args.conv_view, choice, calibration_choice(args))
-    print(f"calibration: {printable(cal.describe())}", file=sys.stderr)
-    damped = sorted({w.relative for t in cal.grams if (w := cal.whitener(t)) is not None and w.damping > 0})
-    if damped:
-        print(f"calibration: {sum(1 for t in cal.grams if cal.whitener(t).damping > 0)} of {len(cal.grams)} Gram "
-              f"matrices needed damping λ = {damped[0]:.0e}…{damped[-1]:.0e} × mean diag G (fewer independent "
-              "inputs than the layer is wide)", file=sys.stderr)
-
-
-def _compress_layers(args, ws, need_shat: bool):
-    """The layers a budget covers (the analysis only where the allocation needs ŝ)."""
-    from core.scan import LayerResult, select_layers
-
-    if need_shat:
-        return open_and_analyse(args, ws)[2]
-    ckpt = ws.checkpoint(args.path, args.conv_view)
-    layers = select_layers(ckpt, args.layers)
-    if args.layers and not layers:
-        raise UsageError(f"no layer of {args.path} matches {', '.join(args.layers)}")
-    return [LayerResult(layer, None) for layer in layers if layer.analysable]
-
-
-def eval_compress(args, ws, target: float) -> int:
-    from core import jobs
-    from core.report import compress_document
-
-    choice = evaluator_choice(args)
-    results = _compress_layers(args, ws, args.allocation == "shat")
-    ws.evaluator(args.path, args.conv_view, choice)
-    if "whitened" in args.mode:
-        _say_calibration(ws, args, choice)
-    req = jobs.CompressRequest(args.path, tuple(results), choice, analysis_options(args).methods, args.mode[0],
-                               args.conv_view, calibration_choice(args), target, args.mode, args.allocation,
-                               args.plan_method)
-    with progress_bar("compressing") as tick:
-        rep = jobs.compress(req, tick, ws=ws)
-    for o in rep.outcomes.values():
-        if o.allocation.off_target:
-            from core.compress import describe
-
-            print(f"{o.mode}: {describe(o.allocation)}", file=sys.stderr)
-        _say_fallback(o.fallback)
-    emit(args.format, compress_document(str(ws.checkpoint(args.path, args.conv_view).path), rep),
-         lambda t, d: t.compress_table(d))
-    _say_where(args, ws, choice)
-    return EXIT_OK
-
-
-def _say_where(args, ws, choice) -> None:
+def say_where(args, ws, choice) -> None:
     """Under a table, what the evaluator scored (the label-free ones' text windows)."""
     _, evaluator = ws.evaluator(args.path, args.conv_view, choice)
     if args.format == "table" and (where := getattr(evaluator, "where", None)):

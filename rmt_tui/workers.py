@@ -1,6 +1,8 @@
 """The app's background jobs: one named worker method per job, each in its own exclusive group (a
 new job replaces the running one of its kind), each a thin wait on an engine process for a
-``core.jobs`` request, posting messages back; the UI thread's handlers own the state."""
+``core.jobs`` request, posting messages back; the UI thread's handlers own the state. The actions
+whose work is one of these jobs and little else live here too: the figure export, the truncation
+mode (m) and the whitened view (w)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -184,6 +186,35 @@ class JobWorkers:
             results, record = self.evaluation_process.call(req, job.token, job.progress)
             if self._live(job):
                 self.post_message(WhitenedDone(key, results[0], record))
+
+    # -- the truncation mode and the whitened view (m, w) ---------------------------------------
+    def action_cycle_mode(self) -> None:
+        mode = self.session.cycle_mode()
+        what = {"hard": "keep W's top singular values", "shrink": "de-biased values (σ̂²)",
+                "whitened": "W·L's top values mapped back; calibration data from the evaluator"}[mode]
+        self._say(f"truncation mode: {mode} ({what}) for e, E, s and S", timeout=4)
+        self._refresh_panel()
+
+    def action_whitened(self) -> None:
+        key = self.selected
+        if key is None or not self.session.layer(key).analysable:
+            self._say("select an analysable layer first", severity="warning")
+            return
+        if key.name in self.session.opened[key.ckpt].whitened:
+            self.query_one(SpectrumPlot).set_view("whitened")
+            self._refresh_selection()
+            return
+        self._whitened(self._begin("whitened", f"whitened spectrum of {key.name}"), key)
+
+    def on_whitened_done(self, msg: WhitenedDone) -> None:
+        self.session.record_whitened(msg.key, msg.result)
+        cal = msg.calibration
+        unit = "tokens" if "tokens" in cal else "samples"
+        self._say(f"calibration: {cal[unit]} {unit} of {cal['source']}"
+                  + ("" if cal["disjoint"] else " (overlaps the scored data)"), timeout=4)
+        if msg.key == self.selected:
+            self.query_one(SpectrumPlot).view = "whitened"
+            self._refresh_selection()
 
     def action_export(self) -> None:
         """The plot on screen as a PNG figure in the current folder (a new file each time)."""
