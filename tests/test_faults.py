@@ -834,3 +834,47 @@ def test_fuzzed_tokenizer_json_ends_in_a_result_or_a_typed_error(tmp_path, key, 
     assert r.returncode in (0, 5) and "Traceback" not in r.stderr, (key, inner, value, r.stderr[-600:])
     if r.returncode == 0:
         json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_apps_engine_child_leaves_no_temporary_cache_file(tmp_path, sig):
+    """A real SIGTERM or SIGHUP (the app quitting, a closed SSH session) to the engine child while it
+    analyses and caches many layers: it exits 130, and its cache holds whole entries only."""
+    import threading
+
+    from core.cache import SpectrumCache
+    from core.jobs import AnalyseManyRequest
+    from core.paths import TMP_SUFFIX
+    from core.scan import AnalysisOptions
+    from rmt_tui.engine import ProcessEngine
+
+    src = tmp_path / "many.safetensors"
+    g = torch.Generator().manual_seed(0)
+    save_file({f"l{i}.weight": torch.randn(400, 300, generator=g) for i in range(300)}, str(src))
+    engine = ProcessEngine()
+    got = []
+    req = AnalyseManyRequest(str(src), tuple(f"l{i}.weight" for i in range(300)), AnalysisOptions())
+    worker = threading.Thread(target=lambda: _call_until_stopped(engine, req, got), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while len(got) < 20 and time.monotonic() < deadline:  # stored entries are being written now
+        time.sleep(0.01)
+    os.kill(engine.pid, sig)
+    assert engine._proc.wait(timeout=30) == 130
+    worker.join(timeout=30)
+    cache = Path(os.environ["RMT_TUI_CACHE_DIR"])
+    assert 20 <= len(got) < 300 and not list(cache.rglob(f"*{TMP_SUFFIX}"))
+    entries = list(SpectrumCache().root.rglob("*.json"))
+    assert len(entries) >= 20
+    for entry in entries:  # every entry whole: each parses
+        json.loads(entry.read_text())
+    engine.close()
+
+
+def _call_until_stopped(engine, req, got) -> None:
+    from core.errors import RmtError
+
+    try:
+        engine.call(req, on_item=got.append)
+    except RmtError:  # "the analysis process stopped": what the app shows
+        pass
