@@ -118,7 +118,7 @@ class MnistEvaluator(SelfContained):
         images = _calibration_images(path)[:count] if count else _calibration_images(path)
         scored = {row.tobytes() for row in (self.x.numpy() * 255).round().astype(np.uint8)}
         disjoint = not any(row.tobytes() in scored for row in images)
-        where = f"{len(images)} MNIST training images ({path.name})" if source is None else str(path)
+        where = f"MNIST training images ({path.name})" if source is None else str(path)
         model = mlp_from_state_dict(state)
         x = torch.from_numpy(pixels_to_float(images))
         batches = [x[i:i + 1000] for i in range(0, len(x), 1000)]
