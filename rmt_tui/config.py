@@ -111,6 +111,13 @@ def _convert(path: Path, key: str, value: Any, action: argparse.Action) -> Any:
         if not isinstance(value, str):
             raise bad("must be a path (a string)")
         value = Path(value).expanduser()
+    elif kind is not str:  # the parser's own converter (--mode, --calibration-tokens): the flag's rules
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise bad("must be a string or an integer")
+        try:
+            value = kind(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
     elif not isinstance(value, str):
         raise bad("must be a string")
     if action.choices is not None and value not in action.choices:

@@ -54,12 +54,25 @@ def test_precedence_system_user_explicit_flags(homes, cli, tmp_path):
     ("[app]\ncolour = 'red'\n", "[app] colour is not a setting; allowed: theme"),
     ("[display]\nx = 1\n", "unknown section [display]"),
     ("[defaults\n", "not valid TOML"),
+    ("[defaults]\nmode = 'bogus'\n", "[defaults] mode = 'bogus': 'bogus': choose from hard, shrink, whitened"),
+    ("[defaults]\ncalibration-tokens = 0\n", "[defaults] calibration-tokens = 0: '0' is not a positive integer"),
 ])
 def test_every_error_is_exit_2_with_file_and_key(homes, cli, text, message):
     _, user = homes
     user.write_text(text)
     code, out, err = cli("report", DEFAULT_DEMO_MODEL)
     assert code == 2 and out == "" and str(user) in err and message in err
+
+
+def test_the_truncation_mode_and_calibration_come_from_the_config(homes, cli):
+    _, user = homes
+    user.write_text('[defaults]\nmode = "hard,whitened"\ncalibration-tokens = 2048\nallocation = "uniform"\n')
+    code, out, err = cli("eval", DEFAULT_DEMO_MODEL.parent / "tiny-llama", "--compress", "20%", "--layers",
+                         "model.layers.*", "--format", "json")
+    assert code == 0, err
+    c = json.loads(out)["compress"]
+    assert set(c["modes"]) == {"hard", "whitened"} and c["calibration"]["tokens"] == 2048
+    assert c["allocation"] == "uniform"
 
 
 def test_a_missing_explicit_file_is_named(homes, cli, tmp_path):
