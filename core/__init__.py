@@ -133,7 +133,7 @@ def report_checkpoint(path: str | Path, methods: Sequence[str] | None = None, pa
 
 def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bema", mode: str = "hard",
                         layers: Sequence[str] | None = None, overwrite: bool = False,
-                        compress: float | None = None, allocation: str = "loss", calibration: str | None = None,
+                        compress: float | None = None, allocation: str = "auto", calibration: str | None = None,
                         calibration_count: int | None = None) -> dict[str, int]:
     """Truncate layers to a method's ŝ (or ``rank:K``, or a parameter budget) and write a
     safetensors file.
@@ -147,7 +147,8 @@ def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bem
             ``"whitened"`` (W·L's top values mapped back, SPEC §13; calibration data from the
             checkpoint's evaluator).
         compress: a fraction in (0, 1) of the layers' parameters to remove, ranks by ``allocation``
-            (``"loss"``, ``"uniform"``, ``"shat"`` or ``"sensitivity"``, which evaluates each layer).
+            (``"auto"``: ``"sensitivity"``, which evaluates each layer, where the checkpoint has an
+            evaluator, else ``"loss"``; or ``"loss"``, ``"uniform"``, ``"shat"``).
         calibration, calibration_count: the whitened mode's data (a file; tokens or samples).
 
     Returns:
@@ -175,14 +176,12 @@ def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bem
         names = [x.name for x in select_layers(ckpt, layers) if x.analysable]
         fed = ws.whitening(path, "reshape", choice, cal, names)[0] if mode == "whitened" else {}
         shat = jobs.shat_of(analyse_checkpoint(ckpt, [method], layers=layers), method) if allocation == "shat" else None
-        weigh = None
-        if allocation == "sensitivity":
-            from core.evaluate.compress import weigher
+        from core.evaluate.compress import weigher_for
 
-            weigh = weigher(ckpt, ws.evaluator(path, "reshape", choice)[1], compress, mode, fed)
+        weigh = weigher_for(ws, path, "reshape", choice, allocation, compress, mode, fed)
         alloc = budget_plan(ckpt, names, compress, mode, allocation, fed, shat, weigh=weigh)
         plan = {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
-        method, sigma2 = f"compress:{compress:.0%}:{allocation}", {}
+        method, sigma2 = f"compress:{compress:.0%}:{alloc.rule}", {}
     else:
         opts = _options(None if method.startswith("rank:") else [method], None, True)
         results = [r for r in analyse_checkpoint(ckpt, opts.methods, layers=layers) if r.layer.analysable]
@@ -224,7 +223,7 @@ def evaluate_checkpoint(path: str | Path, methods: Sequence[str] | None = None, 
 
 
 def compress_checkpoint(path: str | Path, target: float, modes: Sequence[str] = ("hard", "whitened"),
-                        allocation: str = "loss", layers: Sequence[str] | None = None, evaluator: str | None = None,
+                        allocation: str = "auto", layers: Sequence[str] | None = None, evaluator: str | None = None,
                         text: str | None = None, calibration: str | None = None, calibration_count: int | None = None,
                         device: str = "cpu"):
     """Remove ``target`` (a fraction in (0, 1)) of the selected layers' stored parameters in each

@@ -7,7 +7,8 @@ budget is filled greedily, best score first: a layer's values are kept in order,
 whose kept count would pass the break-even rank (k(m + n) ≥ mn) becomes dense at once, when
 the budget allows. Rules:
 
-* ``loss`` (default): the value's share of its layer's energy per stored parameter,
+* ``auto`` (default): ``sensitivity`` where an evaluator can score the model, else ``loss``.
+* ``loss``: the value's share of its layer's energy per stored parameter,
   s_i² / Σ s² / (m + n) — in whitened mode s are W·L's values, so s_i² is the output error on
   the calibration data that dropping it costs (SPEC §13), relative to the layer's own.
 * ``uniform``: every layer keeps the same fraction of its break-even rank (SVD-LLM's rule).
@@ -32,8 +33,8 @@ if TYPE_CHECKING:  # torch, through truncation: not for a command that only pars
     from core.io.checkpoint import Checkpoint
     from core.truncation import Fed
 
-RULES = ("loss", "uniform", "shat", "sensitivity")
-DEFAULT_RULE = "loss"  # measured best (demo_models/EXPERIMENTS.md, "Compression under a budget")
+RULES = ("auto", "sensitivity", "loss", "uniform", "shat")
+DEFAULT_RULE = "auto"  # sensitivity measured best (demo_models/EXPERIMENTS.md, "Compression under a parameter budget")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def allocate(spectra: Sequence[Spectrum], target: float, rule: str = DEFAULT_RUL
     granularity allows, never more than one layer's step past it)."""
     if rule not in RULES:
         raise UsageError(f"unknown allocation {rule!r}; choose from {', '.join(RULES)}")
+    rule = "loss" if rule == "auto" else rule  # without measured weights
     if rule == "shat" and any(sp.shat is None for sp in spectra):
         raise UsageError("--allocation shat needs each layer's ŝ: analyse with a method that gives one")
     total = sum(sp.m * sp.n for sp in spectra)
@@ -170,6 +172,8 @@ def budget_plan(ckpt: Checkpoint, names: Sequence[str], target: float, mode: str
     """The ranks that remove ``target`` of the named layers' parameters in ``mode`` (whitened:
     the layers in ``fed`` ranked by W·L's spectrum). ``weigh(spectra) → {layer: weight}`` gives
     the ``sensitivity`` rule its weights (it evaluates; see core.evaluate.compress)."""
+    if rule == "auto":
+        rule = "sensitivity" if weigh is not None else "loss"
     spectra = layer_spectra(ckpt, names, fed if mode == "whitened" else {}, rule, shat, cancel)
     if rule == "sensitivity":
         if weigh is None:

@@ -102,7 +102,7 @@ class CompressRequest(_TruncationJob):
 
     target: float = 0.2
     modes: tuple[str, ...] = ("hard", "whitened")
-    rule: str = "loss"
+    rule: str = "auto"  # core.compress.RULES
     plan_method: str = DEFAULT_METHODS[0]  # whose ŝ the ``shat`` rule follows
 
 

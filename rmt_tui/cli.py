@@ -146,10 +146,11 @@ def _add_compress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compress", metavar="P%", help="remove P %% of the selected layers' stored parameters (a "
                    "rank-k layer counts k(m+n) when below mn, else mn), ranks allocated by --allocation")
     p.add_argument("--allocation", choices=RULES, default=DEFAULT_RULE,
-                   help="how --compress spreads the ranks: loss (each value's share of its layer's (whitened) "
-                        "energy per parameter), uniform (the same fraction of every layer), shat (in "
-                        "proportion to each layer's ŝ) or sensitivity (loss weighted by each layer's measured "
-                        "damage: one evaluation per layer) (default: %(default)s)")
+                   help="how --compress spreads the ranks: sensitivity (each value's share of its layer's "
+                        "(whitened) energy per parameter, weighted by the layer's measured damage: one evaluation "
+                        "per layer), loss (the same, unweighted), uniform (the same fraction of every layer) or "
+                        "shat (in proportion to each layer's ŝ); auto: sensitivity where the checkpoint has an "
+                        "evaluator, else loss (default: %(default)s)")
 
 
 def _add_config_option(p: argparse.ArgumentParser) -> None:

@@ -198,7 +198,6 @@ def cmd_truncate(args) -> int:
     ws = Workspace()
     choice = evaluator_choice(args)
     if target is not None:
-        args.method = f"compress:{target:.0%}:{args.allocation}"
         plan = compressing.budget_ranks(args, ws, choice, mode, target)
         results = []
     else:

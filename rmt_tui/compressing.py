@@ -38,16 +38,16 @@ def budget_ranks(args, ws, choice, mode: str, target: float) -> dict[str, int]:
         if mode == "whitened" else {}
     shat = jobs.shat_of(results, commands.analysis_options(args).methods[0]) if args.allocation == "shat" else None
     ckpt = ws.checkpoint(args.path, args.conv_view)
-    with commands.progress_bar("allocating") as tick:
-        weigh = None
-        if args.allocation == "sensitivity":  # one evaluation per layer
-            from core.evaluate.compress import weigher
+    with commands.progress_bar("allocating") as tick:  # sensitivity: one evaluation per layer
+        from core.evaluate.compress import weigher_for
 
-            weigh = weigher(ckpt, ws.evaluator(args.path, args.conv_view, choice)[1], target, mode, fed,
-                            progress=tick)
+        weigh = weigher_for(ws, args.path, args.conv_view, choice, args.allocation, target, mode, fed, tick)
         alloc = budget_plan(ckpt, names, target, mode, args.allocation, fed, shat, weigh=weigh)
     say = describe(alloc) if alloc.off_target else f"removes {alloc.achieved:.1%} of the parameters"
-    print(f"{args.allocation} allocation: {say} ({alloc.params_saved:,} saved)", file=sys.stderr)
+    why = f" ({args.allocation}: {'the evaluator scores each layer' if weigh else 'no evaluator'})" \
+        if args.allocation == "auto" else ""
+    print(f"{alloc.rule} allocation{why}: {say} ({alloc.params_saved:,} saved)", file=sys.stderr)
+    args.method = f"compress:{target:.0%}:{alloc.rule}"  # what chose the ranks, in the output's metadata
     return {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
 
 

@@ -83,8 +83,9 @@ def compress_table(doc: dict) -> Table:
     c = doc["compress"]
     base = doc["baseline"]
     extra = [k for k in EXTRA_METRICS if k in base]
+    rules = sorted({o["allocation"] for o in c["modes"].values()})
     t = Table(title=shown(f"{doc['checkpoint']} — {c['target']:.0%} of the parameters removed "
-                          f"({c['allocation']} allocation), evaluator {doc['evaluator']}"), title_justify="left")
+                          f"({', '.join(rules)} allocation), evaluator {doc['evaluator']}"), title_justify="left")
     for name, right in (("truncation", False), ("removed", True), ("params saved", True), (label, True),
                         *((k, True) for k in extra), ("hard fallback", True)):
         t.add_column(name, justify="right" if right else "left")

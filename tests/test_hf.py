@@ -250,7 +250,7 @@ def test_whitened_truncation_feeds_gpt2_conv1d_and_bert_layers(tmp_path, tokeniz
 
 def test_real_minilm_compresses_far_better_whitened(tmp_path, cli):
     code, out, err = cli("eval", _minilm(), "--compress", "20%", "--mode", "hard,whitened", "--layers", "encoder.*",
-                         "--calibration-tokens", "128", "--format", "json")
+                         "--calibration-tokens", "128", "--allocation", "loss", "--format", "json")
     assert code == EXIT_OK, err
     c = json.loads(out)["compress"]
     assert c["calibration"] == {"source": "pydoc_data.topics (CPython's reference manual)", "samples": 128,

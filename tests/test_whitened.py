@@ -203,7 +203,8 @@ def test_eval_compress_runs_both_modes_at_the_same_budget(cli):
     assert code == EXIT_OK, err
     doc = json.loads(out)
     c = doc["compress"]
-    assert c["target"] == pytest.approx(0.2) and c["allocation"] == "loss"
+    assert c["target"] == pytest.approx(0.2) and c["allocation"] == "auto"
+    assert {o["allocation"] for o in c["modes"].values()} == {"sensitivity"}  # the evaluator scores each layer
     assert c["calibration"] == {"source": "pydoc_data.topics (CPython's reference manual)", "tokens": 8192,
                                 "disjoint": True}
     hard, white = c["modes"]["hard"], c["modes"]["whitened"]
@@ -361,3 +362,19 @@ def test_sensitivity_allocation_weighs_layers_by_their_measured_damage(cli, tmp_
     code, _, err = cli("truncate", DEFAULT_DEMO_MODEL, "--compress", "30%", "--allocation", "sensitivity",
                        "-o", tmp_path / "s.safetensors")
     assert code == EXIT_OK, err
+
+
+def test_auto_allocation_is_loss_without_an_evaluator(tmp_path, cli):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"a.weight": torch.randn(64, 48), "b.weight": torch.randn(80, 64)}, str(plain))
+    code, _, err = cli("truncate", plain, "--compress", "25%", "-o", tmp_path / "o.safetensors")
+    assert code == EXIT_OK, err
+    assert "loss allocation (auto: no evaluator)" in err
+    with safe_open(str(tmp_path / "o.safetensors"), "pt") as f:
+        assert f.metadata()["rmt_tui.method"] == "compress:25%:loss"
+    code, _, err = cli("truncate", plain, "--compress", "25%", "--allocation", "sensitivity", "-o",
+                       tmp_path / "s.safetensors")
+    assert code == EXIT_EVAL and "--allocation sensitivity evaluates each layer" in err

@@ -79,6 +79,23 @@ def weigher(ckpt: Checkpoint, evaluator: Evaluator, target: float, mode: str, fe
     return weigh
 
 
+def weigher_for(ws, path, conv_view: str, choice, rule: str, target: float, mode: str, fed,
+                progress: Progress | None = None):
+    """For a truncation under a budget: the sensitivity rule's ``weigh`` when ``rule`` asks for it
+    (``auto``: when the checkpoint has an evaluator; else None, and ``auto`` is ``loss``)."""
+    from core.errors import EvaluationError
+
+    if rule not in ("auto", "sensitivity"):
+        return None
+    try:
+        evaluator = ws.evaluator(path, conv_view, choice)[1]
+    except EvaluationError as exc:
+        if rule == "sensitivity":
+            raise EvaluationError(f"--allocation sensitivity evaluates each layer: {exc}") from None
+        return None
+    return weigher(ws.checkpoint(path, conv_view), evaluator, target, mode, fed, progress=progress)
+
+
 def compress_and_evaluate(ckpt: Checkpoint, names: Sequence[str], evaluator: Evaluator, target: float,
                           modes: Sequence[str], rule: str = DEFAULT_RULE, calibration: Calibration | None = None,
                           shat: Mapping[str, int] | None = None, progress: Progress | None = None,
