@@ -164,24 +164,17 @@ def truncate_checkpoint(path: str | Path, output: str | Path, method: str = "bem
     """
     from core import jobs
     from core.calibration import CalibrationChoice
-    from core.compress import budget_plan
     from core.evaluate.outcomes import EvaluatorChoice
-    from core.scan import select_layers
     from core.truncation import resolve_ranks
 
     ws = jobs.Workspace()
     ckpt = ws.checkpoint(path)
     cal, choice = CalibrationChoice(calibration, calibration_count), EvaluatorChoice()
     if compress is not None:
-        names = [x.name for x in select_layers(ckpt, layers) if x.analysable]
-        fed = ws.whitening(path, "reshape", choice, cal, names)[0] if mode == "whitened" else {}
-        shat = jobs.shat_of(analyse_checkpoint(ckpt, [method], layers=layers), method) if allocation == "shat" else None
-        from core.evaluate.compress import weigher_for
-
-        weigh = weigher_for(ws, path, "reshape", choice, allocation, compress, mode, fed)
-        alloc = budget_plan(ckpt, names, compress, mode, allocation, fed, shat, weigh=weigh)
-        plan = {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
-        method, sigma2 = f"compress:{compress:.0%}:{alloc.rule}", {}
+        results = _budget_layers(ckpt, layers, allocation == "shat", [method])
+        alloc = jobs.budget_allocation(ws, str(path), "reshape", results, compress, mode, allocation, choice, cal,
+                                       method)
+        plan, method, sigma2 = alloc.plan, f"compress:{compress:.0%}:{alloc.rule}", {}
     else:
         opts = _options(None if method.startswith("rank:") else [method], None, True)
         results = [r for r in analyse_checkpoint(ckpt, opts.methods, layers=layers) if r.layer.analysable]
@@ -222,6 +215,16 @@ def evaluate_checkpoint(path: str | Path, methods: Sequence[str] | None = None, 
     return jobs.evaluate(req, ws=ws)
 
 
+def _budget_layers(ckpt, layers, analyse: bool, methods=None):
+    """The layers a budget covers: analysed (by ``methods``) where the allocation needs ŝ, else
+    only listed (a budget needs no spectrum of W until it allocates)."""
+    from core.scan import LayerResult, select_layers
+
+    if analyse:
+        return list(analyse_checkpoint(ckpt, methods, layers=layers))
+    return [LayerResult(x, None) for x in select_layers(ckpt, layers) if x.analysable]
+
+
 def compress_checkpoint(path: str | Path, target: float, modes: Sequence[str] = ("hard", "whitened"),
                         allocation: str = "auto", layers: Sequence[str] | None = None, evaluator: str | None = None,
                         text: str | None = None, calibration: str | None = None, calibration_count: int | None = None,
@@ -243,13 +246,11 @@ def compress_checkpoint(path: str | Path, target: float, modes: Sequence[str] = 
     from core.calibration import CalibrationChoice
     from core.compress import parse_target
     from core.evaluate.outcomes import EvaluatorChoice
-    from core.scan import LayerResult, select_layers
 
     parse_target(target * 100)
     ws = jobs.Workspace()
     ckpt = ws.checkpoint(path)
-    results = (tuple(analyse_checkpoint(ckpt, None, layers=layers)) if allocation == "shat" else
-               tuple(LayerResult(x, None) for x in select_layers(ckpt, layers) if x.analysable))
+    results = tuple(_budget_layers(ckpt, layers, allocation == "shat"))
     req = jobs.CompressRequest(str(path), results, EvaluatorChoice(evaluator, text, device),
                                calibration=CalibrationChoice(calibration, calibration_count), target=target,
                                modes=tuple(modes), rule=allocation)

@@ -91,6 +91,14 @@ class Calibration:
     def nbytes(self) -> int:
         return sum(g.nbytes for g in {id(g): g for g in self.grams.values()}.values())
 
+    def dampings(self) -> dict[str, float]:
+        """The tensors whose Gram matrix needed damping → λ / mean diag G (factoring them all)."""
+        out = {}
+        for tensor in self.grams:
+            if (w := self.whitener(tensor)).damping > 0:
+                out[tensor] = w.relative
+        return out
+
     def whitener(self, tensor: str) -> Whitener | None:
         """L for this tensor (computed once; shared-input layers share it), or None when the model
         never fed it."""
@@ -107,10 +115,15 @@ class _Stop(Exception):
     """Raised by a hook on the output head: the calibration forward pass needs nothing after it."""
 
 
+def _is_conv1d(module) -> bool:
+    """GPT-2's Conv1D (transformers.pytorch_utils): a linear map whose weight is stored (in, out)."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
 def _is_linear(module) -> bool:
     from torch import nn
 
-    return isinstance(module, nn.Linear) or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+    return isinstance(module, nn.Linear) or _is_conv1d(module)
 
 
 class GramCollector:
@@ -119,7 +132,7 @@ class GramCollector:
     (q, k, v; gate and up) share one matrix: it is computed once per pass, not three times."""
 
     def __init__(self, model, names: Mapping[str, str], stop_at=None):
-        self.names = names  # the model's parameter name → the checkpoint tensor name
+        """``names``: the model's parameter name → the checkpoint tensor name, for the layers to hook."""
         self.grams: dict = {}  # group → Gram (a float64 torch tensor on the model's device)
         self.group: dict[str, str] = {}  # checkpoint tensor → group
         self.transposed: set[str] = set()
@@ -131,7 +144,7 @@ class GramCollector:
             tensor = names.get(f"{mod_name}.weight" if mod_name else "weight")
             if tensor is None or not _is_linear(mod):
                 continue
-            conv1d = type(mod).__name__ == "Conv1D"
+            conv1d = _is_conv1d(mod)
             if conv1d:
                 self.transposed.add(tensor)
             self.widths.append(int(mod.weight.shape[0] if conv1d else mod.weight.shape[1]))
@@ -169,21 +182,21 @@ class GramCollector:
     def _stop(module, args):
         raise _Stop
 
-    def run(self, batches: Iterable, forward: Callable) -> int:
-        """``forward(batch)`` for each batch (a head hook may cut it short); returns the batch count."""
+    def run(self, batches: Iterable, forward: Callable, mask_of: Callable | None = None) -> None:
+        """``forward(batch)`` for each batch (a head hook may cut it short); ``mask_of(batch)``: its
+        real tokens, where a batch is padded (else ``mask`` as set stays)."""
         import torch
 
-        n = 0
         with torch.no_grad():
             for batch in batches:
                 self._seen.clear()
+                if mask_of is not None:
+                    self.mask = mask_of(batch)
                 try:
                     forward(batch)
                 except _Stop:
                     pass
-                n += 1
         self._seen.clear()
-        return n
 
     def close(self) -> dict[str, np.ndarray]:
         for h in self._handles:
@@ -204,10 +217,7 @@ def collect(model, names: Mapping[str, str], batches: Iterable, forward: Callabl
             raise EvaluationError(f"{where}: the model runs none of the checkpoint's matrices through a linear "
                                   "layer, so there is nothing to calibrate")
         require_memory(sum(8 * n * n for n in collector.widths), where, "the calibration Gram matrices")
-        def step(batch):
-            collector.mask = mask_of(batch) if mask_of is not None else None
-            forward(batch)
-        collector.run(batches, step)
+        collector.run(batches, forward, mask_of)
     finally:
         grams = collector.close()
     return Calibration(grams=grams, transposed=frozenset(collector.transposed & set(grams)),

@@ -98,6 +98,12 @@ class Allocation:
     achieved: float  # the fraction of the layers' parameters removed
     params_saved: int
     rule: str
+    dense: frozenset[str] = frozenset()  # the layers left whole
+
+    @property
+    def plan(self) -> dict[str, int]:
+        """The layers to truncate, layer → k (the dense ones left out: truncating them is a no-op)."""
+        return {n: k for n, k in self.ranks.items() if n not in self.dense}
 
     @property
     def off_target(self) -> bool:
@@ -134,7 +140,8 @@ def allocate(spectra: Sequence[Spectrum], target: float, rule: str = DEFAULT_RUL
         if k + 1 < sp.p:
             heapq.heappush(heap, (-scores[name][k + 1], name))
     achieved = 1 - used / total if total else 0.0
-    return Allocation(ranks, target, achieved, total - used, rule)
+    dense = frozenset(sp.name for sp in spectra if ranks[sp.name] >= sp.p)
+    return Allocation(ranks, target, achieved, total - used, rule, dense)
 
 
 def describe(alloc: Allocation) -> str:

@@ -235,6 +235,31 @@ def compress(req: CompressRequest, progress: Progress | None = None, cancel: Can
     return replace(rep, evaluator=name)
 
 
+def budget_allocation(ws: Workspace, path: str, conv_view: str, results, target: float, mode: str, rule: str,
+                      choice: EvaluatorChoice, calibration: CalibrationChoice, plan_method: str = DEFAULT_METHODS[0],
+                      progress: Progress | None = None):
+    """The ranks that remove ``target`` of the ``results``' layers' parameters in ``mode`` (what
+    ``truncate --compress`` writes): an Allocation. ``auto`` runs the sensitivity rule's
+    evaluations where the checkpoint has an evaluator, else it is ``loss``."""
+    from core.compress import budget_plan
+    from core.evaluate.compress import weigher
+
+    ckpt = ws.checkpoint(path, conv_view)
+    names = [r.layer.name for r in results if r.layer.analysable]
+    fed = ws.whitening(path, conv_view, choice, calibration, names)[0] if mode == "whitened" else {}
+    weigh = None
+    if rule in ("auto", "sensitivity"):
+        try:
+            evaluator = ws.evaluator(path, conv_view, choice)[1]
+        except EvaluationError as exc:
+            if rule == "sensitivity":
+                raise EvaluationError(f"--allocation sensitivity evaluates each layer: {exc}") from None
+        else:
+            weigh = weigher(ckpt, evaluator, target, mode, fed, progress=progress)
+    shat = shat_of(results, plan_method) if rule == "shat" else None
+    return budget_plan(ckpt, names, target, mode, rule, fed, shat, weigh=weigh)
+
+
 def shat_of(results, method: str) -> dict[str, int]:
     """Each layer's ŝ by ``method`` (the ``shat`` allocation's weights)."""
     out = {}

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from core.calibration import Calibration, Whitener
+from core.compress import stored
 from core.errors import UsageError
+from core.evaluate.outcomes import MODES
 from core.io.checkpoint import Checkpoint
 from core.io.layers import Layer, matrix_view
 from core.paths import atomic_output, output_errors, refuse_existing, remove_stale_temps
@@ -71,9 +73,6 @@ def shrunk_values(sv: np.ndarray, sigma2: float, shape: MatrixShape, k: int) -> 
     return math.sqrt(sigma2 * shape.N) * theta_hat(np.asarray(sv[:k]), sigma2, shape)
 
 
-MODES = ("hard", "shrink", "whitened")
-
-
 @dataclass(frozen=True)
 class Fed:
     """How a layer is whitened: its inputs' Cholesky factor, and whether the matrix is stored
@@ -83,26 +82,25 @@ class Fed:
     transposed: bool = False
 
 
-def whitened_matrix(w, fed: Fed, oriented: bool = False) -> np.ndarray:
-    """W·L (out × in), in W's float dtype; ``oriented``: ``w`` is already out × in."""
+def whitened_matrix(w, fed: Fed) -> np.ndarray:
+    """W·L (out × in, whatever W's stored orientation), in W's float dtype."""
     a = as_float_matrix(w)
-    a = a.T if fed.transposed and not oriented else a
+    a = a.T if fed.transposed else a
     return a @ fed.whitener.chol.astype(a.dtype, copy=False)  # float32 for float32 W: half the time, ~1e-7
 
 
 def whitened_factors(w, fed: Fed, k: int | None = None) -> Factors:
-    """The top k (default: all) singular triplets of W·L, with the right factor mapped back:
-    W_k = u @ diag(s) @ vt where vt = V_kᵀ L⁻¹ (a triangular solve, never an inverse) and s are
-    W·L's singular values, whose squares past k are the output error on the calibration data."""
+    """The top k (default: all) singular triplets of W·L, mapped back to W: W_k = u @ diag(s) @ vt
+    in W's stored orientation, with V_kᵀ L⁻¹ by a triangular solve (never an inverse); s are W·L's
+    singular values, whose squares past k are the output error on the calibration data."""
     from scipy.linalg import solve_triangular
 
-    a = as_float_matrix(w)
-    a = a.T if fed.transposed else a
-    chol = fed.whitener.chol
-    wl = whitened_matrix(a, fed, oriented=True)
+    wl = whitened_matrix(w, fed)
     f = full_factors(wl) if k is None else top_factors(wl, k)
-    right = solve_triangular(chol.astype(a.dtype, copy=False), f.vt.T, trans="T", lower=True, check_finite=False).T
-    return Factors(f.u, f.s, right)
+    chol = fed.whitener.chol.astype(wl.dtype, copy=False)
+    right = solve_triangular(chol, f.vt.T, trans="T", lower=True, check_finite=False).T
+    # (U S R)ᵀ = Rᵀ S Uᵀ: a matrix stored (in, out) gets its factors swapped and transposed.
+    return Factors(right.T, f.s, f.u.T) if fed.transposed else Factors(f.u, f.s, right)
 
 
 def truncated_factors(w, k: int, mode: str = "hard", sigma2: float | None = None,
@@ -113,11 +111,7 @@ def truncated_factors(w, k: int, mode: str = "hard", sigma2: float | None = None
     a = as_float_matrix(w)
     if mode not in MODES:
         raise ValueError(f"unknown truncation mode {mode!r}; use one of {', '.join(MODES)}")
-    if mode == "whitened" and fed is not None:
-        f = whitened_factors(a, fed, k)
-        left, right = f.u * f.s, f.vt
-        return (right.T, left.T) if fed.transposed else (left, right)
-    f = top_factors(a, k)
+    f = whitened_factors(a, fed, k) if mode == "whitened" and fed is not None else top_factors(a, k)
     if mode == "shrink":
         if sigma2 is None:
             raise UsageError("--mode shrink needs the method's noise variance σ̂²; use --mode hard")
@@ -141,7 +135,7 @@ def truncate_matrix(w, k: int, mode: str = "hard", sigma2: float | None = None, 
 
 def params_saved(shape: MatrixShape, k: int) -> int:
     """Parameters saved by storing the rank-k layer as two factors (m×k and k×n), when smaller."""
-    return max(0, shape.m * shape.n - k * (shape.m + shape.n))
+    return shape.m * shape.n - stored(shape.m, shape.n, k)
 
 
 def whitening(ckpt: Checkpoint, names: Iterable[str],

@@ -105,7 +105,7 @@ def _add_evaluator_option(p: argparse.ArgumentParser) -> None:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    from core.truncation import MODES
+    from core.evaluate.outcomes import MODES
 
     modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     bad = [m for m in modes if m not in MODES]

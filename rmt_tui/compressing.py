@@ -28,27 +28,20 @@ def whitened_results(args, ws, opts, results):
 
 
 def budget_ranks(args, ws, choice, mode: str, target: float) -> dict[str, int]:
-    """truncate --compress: the allocation's ranks, layers left dense left out of the plan."""
+    """truncate --compress: the allocation's ranks (the layers it leaves dense left out)."""
     from core import jobs
-    from core.compress import budget_plan, describe
+    from core.compress import describe
 
     results = compress_layers(args, ws, args.allocation == "shat")
-    names = [r.layer.name for r in results]
-    fed = ws.whitening(args.path, args.conv_view, choice, calibration_choice(args), names)[0] \
-        if mode == "whitened" else {}
-    shat = jobs.shat_of(results, commands.analysis_options(args).methods[0]) if args.allocation == "shat" else None
-    ckpt = ws.checkpoint(args.path, args.conv_view)
     with commands.progress_bar("allocating") as tick:  # sensitivity: one evaluation per layer
-        from core.evaluate.compress import weigher_for
-
-        weigh = weigher_for(ws, args.path, args.conv_view, choice, args.allocation, target, mode, fed, tick)
-        alloc = budget_plan(ckpt, names, target, mode, args.allocation, fed, shat, weigh=weigh)
+        alloc = jobs.budget_allocation(ws, args.path, args.conv_view, results, target, mode, args.allocation, choice,
+                                       calibration_choice(args), commands.analysis_options(args).methods[0], tick)
     say = describe(alloc) if alloc.off_target else f"removes {alloc.achieved:.1%} of the parameters"
-    why = f" ({args.allocation}: {'the evaluator scores each layer' if weigh else 'no evaluator'})" \
+    why = f" (auto: {'the evaluator scores each layer' if alloc.rule == 'sensitivity' else 'no evaluator'})" \
         if args.allocation == "auto" else ""
     print(f"{alloc.rule} allocation{why}: {say} ({alloc.params_saved:,} saved)", file=sys.stderr)
     args.method = f"compress:{target:.0%}:{alloc.rule}"  # what chose the ranks, in the output's metadata
-    return {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}
+    return alloc.plan
 
 
 def one_mode(args) -> str:
@@ -81,11 +74,10 @@ def say_fallback(fallback) -> None:
 def say_calibration(ws, args, choice) -> None:
     cal = ws.calibration(args.path, args.conv_view, choice, calibration_choice(args))
     print(f"calibration: {printable(cal.describe())}", file=sys.stderr)
-    damped = sorted({w.relative for t in cal.grams if (w := cal.whitener(t)) is not None and w.damping > 0})
-    if damped:
-        print(f"calibration: {sum(1 for t in cal.grams if cal.whitener(t).damping > 0)} of {len(cal.grams)} Gram "
-              f"matrices needed damping λ = {damped[0]:.0e}…{damped[-1]:.0e} × mean diag G (fewer independent "
-              "inputs than the layer is wide)", file=sys.stderr)
+    if damped := cal.dampings():
+        print(f"calibration: {len(damped)} of {len(cal.grams)} Gram matrices needed damping λ = "
+              f"{min(damped.values()):.0e}…{max(damped.values()):.0e} × mean diag G (fewer independent inputs than "
+              "the layer is wide)", file=sys.stderr)
 
 
 def compress_layers(args, ws, need_shat: bool):
@@ -122,6 +114,6 @@ def eval_compress(args, ws, target: float) -> int:
             print(f"{o.mode}: {describe(o.allocation)}", file=sys.stderr)
         say_fallback(o.fallback)
     commands.emit(args.format, compress_document(str(ws.checkpoint(args.path, args.conv_view).path), rep),
-         lambda t, d: t.compress_table(d))
+                  lambda t, d: t.compress_table(d))
     commands.say_where(args, ws, choice)
     return EXIT_OK

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from core.calibration import CalibrationChoice
 from core.compare.matching import TIED, MatchRow, MatchTable, labels_for, match_layers
-from core.evaluate.outcomes import EvaluatorChoice
+from core.evaluate.outcomes import MODES, EvaluatorChoice
 from core.io.checkpoint import Checkpoint, open_checkpoint
 from core.io.layers import Layer
 from core.progress import CancelToken
@@ -163,8 +163,6 @@ class Session:
         self.opened[key.ckpt].whitened[key.name] = result
 
     def cycle_mode(self) -> str:
-        from core.truncation import MODES
-
         self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
         return self.mode
 

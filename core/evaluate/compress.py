@@ -44,9 +44,8 @@ def sensitivity_weights(ckpt: Checkpoint, spectra, evaluator: Evaluator, target:
     """Each layer's damage to the primary metric per unit of relative loss, measured by truncating
     it alone at the rank the uniform rule gives it (everything else original)."""
     from core.compress import allocate, shares
-    from core.io.layers import matrix_view
+    from core.evaluate.measure import score_alone
     from core.progress import tracked
-    from core.truncation import truncate_matrix, write_back
 
     primary = primary_of(evaluator)
     probe = allocate(spectra, target, "uniform").ranks
@@ -58,12 +57,8 @@ def sensitivity_weights(ckpt: Checkpoint, spectra, evaluator: Evaluator, target:
         if k >= sp.p or lost <= 0:
             weights[sp.name] = 1.0
             continue
-        layer = ckpt.layer(sp.name)
-        original = state[layer.tensor]
-        new = truncate_matrix(matrix_view(original, layer), k, mode, None, (fed or {}).get(sp.name))
-        state[layer.tensor] = write_back(original, layer, new)
-        value = run_evaluator(evaluator, state)[primary.key]
-        state[layer.tensor] = original
+        value = score_alone(evaluator, state, ckpt.layer(sp.name), k, mode, None, (fed or {}).get(sp.name))[
+            primary.key]
         weights[sp.name] = max(primary.damage(baseline, value), 0.0) / lost
     floor = max(min((w for w in weights.values() if w > 0), default=1.0) * 1e-3, 1e-12)
     return {n: max(w, floor) for n, w in weights.items()}  # a harmless layer still ranks its own values
@@ -77,23 +72,6 @@ def weigher(ckpt: Checkpoint, evaluator: Evaluator, target: float, mode: str, fe
             primary_of(evaluator).key]
         return sensitivity_weights(ckpt, spectra, evaluator, target, mode, fed, base, progress, cancel)
     return weigh
-
-
-def weigher_for(ws, path, conv_view: str, choice, rule: str, target: float, mode: str, fed,
-                progress: Progress | None = None):
-    """For a truncation under a budget: the sensitivity rule's ``weigh`` when ``rule`` asks for it
-    (``auto``: when the checkpoint has an evaluator; else None, and ``auto`` is ``loss``)."""
-    from core.errors import EvaluationError
-
-    if rule not in ("auto", "sensitivity"):
-        return None
-    try:
-        evaluator = ws.evaluator(path, conv_view, choice)[1]
-    except EvaluationError as exc:
-        if rule == "sensitivity":
-            raise EvaluationError(f"--allocation sensitivity evaluates each layer: {exc}") from None
-        return None
-    return weigher(ws.checkpoint(path, conv_view), evaluator, target, mode, fed, progress=progress)
 
 
 def compress_and_evaluate(ckpt: Checkpoint, names: Sequence[str], evaluator: Evaluator, target: float,
@@ -114,12 +92,11 @@ def compress_and_evaluate(ckpt: Checkpoint, names: Sequence[str], evaluator: Eva
 
         weigh = weigher(ckpt, evaluator, target, mode, fed, baseline[primary.key], stage, cancel)
         alloc = budget_plan(ckpt, names, target, mode, rule, fed, shat, cancel, weigh)
-        plan = {n: k for n, k in alloc.ranks.items() if k < min(ckpt.layer(n).matrix)}  # the rest stay dense
         progress(2 + 2 * i, 1 + 2 * len(modes), f"{mode}: truncating")
-        state = truncate_checkpoint(ckpt, plan, mode, None, cancel, fed)
+        state = truncate_checkpoint(ckpt, alloc.plan, mode, None, cancel, fed)
         seconds = time.perf_counter() - t0
         check(cancel)
         outcomes[mode] = CompressOutcome(mode, alloc, run_evaluator(evaluator, state), fallback, seconds)
     progress(1 + 2 * len(modes), 1 + 2 * len(modes), "")
     return CompressReport(baseline, target, rule, outcomes, calibration.record() if calibration else None,
-                          primary_of(evaluator))
+                          primary)

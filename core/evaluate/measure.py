@@ -110,7 +110,6 @@ def sweep_layer(ckpt: Checkpoint, result: LayerResult, evaluator: Evaluator, ran
             metrics = dict(baseline)  # W_p is W itself
         else:
             w = low_rank(f, k) if k > 0 else np.zeros(shape.m * shape.n)
-            w = np.asarray(w).T if fed is not None and fed.transposed else w
             state[layer.tensor] = write_back(original, layer, np.asarray(w).reshape(layer.matrix))
             metrics = run_evaluator(evaluator, state)
         avew = {m: (float(c[k - 1]) if c is not None and k > 0 else None) for m, c in curves.items()}
@@ -139,17 +138,25 @@ def layer_sensitivity(ckpt: Checkpoint, results: Sequence[LayerResult], evaluato
     say_how_long(evaluator, len(jobs), "the sensitivity job")
     rows = []
     for r, m, res in tracked(jobs, progress, cancel, label=lambda job: f"{job[0].layer.name} {job[1]}", offset=1):
-        original = state[r.layer.tensor]
-        new = truncate_matrix(matrix_view(original, r.layer), res.rank, mode, res.sigma2, (fed or {}).get(r.layer.name))
-        state[r.layer.tensor] = write_back(original, r.layer, new)
-        metrics = run_evaluator(evaluator, state)
-        state[r.layer.tensor] = original
+        metrics = score_alone(evaluator, state, r.layer, res.rank, mode, res.sigma2, (fed or {}).get(r.layer.name))
         rows.append(LayerSensitivity(r.layer.name, m, res.rank, r.analysis.shape.p, metrics,
                                      primary.damage(baseline[primary.key], metrics[primary.key]),
                                      params_saved(r.analysis.shape, res.rank)))
     rows.sort(key=lambda x: (x.damage, -x.params_saved))
     return SensitivityReport(baseline, rows, primary, getattr(evaluator, "name", ""),
                              getattr(evaluator, "last_seconds", None))
+
+
+def score_alone(evaluator: Evaluator, state: dict, layer, k: int, mode: str = "hard", sigma2: float | None = None,
+                fed: Fed | None = None) -> dict[str, float]:
+    """The metrics with ``layer`` alone truncated to rank ``k`` in ``state`` (restored after)."""
+    original = state[layer.tensor]
+    state[layer.tensor] = write_back(original, layer, truncate_matrix(matrix_view(original, layer), k, mode, sigma2,
+                                                                      fed))
+    try:
+        return run_evaluator(evaluator, state)
+    finally:
+        state[layer.tensor] = original
 
 
 def parse_budget(text: str, primary: MetricSpec) -> tuple[str, float, bool]:

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The truncation modes (core.truncation): keep W's top values, de-bias them, or keep W·L's top
+# values (SPEC §13). Here, torch-free, because the CLI's parser and the app's UI process read it.
+MODES = ("hard", "shrink", "whitened")
+
 
 @dataclass(frozen=True)
 class MetricSpec:
